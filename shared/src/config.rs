@@ -1,0 +1,206 @@
+//! Reading configuration from the environment, once, into typed values.
+//!
+//! Every failure names the variable and says what is wrong with it in one line, so `main`
+//! can print it and exit with status 2. Values are looked up through [`Env`], which tests
+//! build from pairs instead of mutating the process environment.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::db::DatabaseUrl;
+use crate::token::JwtSecret;
+
+/// Exit status for bad configuration (as `sysexits`' EX_USAGE is too obscure, 2 is what
+/// shells and init systems already treat as "wrong invocation").
+pub const EXIT_BAD_CONFIG: i32 = 2;
+
+/// A variable with a bad value, or a missing required one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self { var, reason: reason.into() }
+    }
+}
+
+/// Where configuration values come from.
+pub struct Env {
+    lookup: Box<dyn Fn(&str) -> Option<OsString> + Send + Sync>,
+}
+
+impl Env {
+    /// The process environment.
+    pub fn process() -> Self {
+        Self { lookup: Box::new(|name| std::env::var_os(name)) }
+    }
+
+    /// A fixed set of variables (for tests and tools).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let map: HashMap<String, OsString> =
+            pairs.into_iter().map(|(k, v)| (k.to_owned(), OsString::from(v))).collect();
+        Self { lookup: Box::new(move |name| map.get(name).cloned()) }
+    }
+
+    /// The variable's value; `None` when it is unset or blank.
+    pub fn get(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        match (self.lookup)(var) {
+            None => Ok(None),
+            Some(value) => {
+                let value = value
+                    .into_string()
+                    .map_err(|_| ConfigError::new(var, "is not valid UTF-8"))?;
+                Ok((!value.trim().is_empty()).then_some(value))
+            }
+        }
+    }
+
+    /// A value parsed with `FromStr`, or `default` when unset.
+    pub fn parse_or<T: FromStr>(&self, var: &'static str, default: T, expected: &str) -> Result<T, ConfigError> {
+        match self.get(var)? {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::new(var, format!("expected {expected}, got {raw:?}"))),
+        }
+    }
+
+    /// A listen address such as `127.0.0.1:50051` or `[::]:50051`.
+    pub fn socket_addr(&self, var: &'static str, default: SocketAddr) -> Result<SocketAddr, ConfigError> {
+        self.parse_or(var, default, "an IP address and port such as 127.0.0.1:50051")
+    }
+
+    /// A whole number of seconds within `range`.
+    pub fn seconds(
+        &self,
+        var: &'static str,
+        default: Duration,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        let expected = format!("a whole number of seconds from {} to {}", range.start(), range.end());
+        let secs: u64 = self.parse_or(var, default.as_secs(), &expected)?;
+        if range.contains(&secs) {
+            Ok(Duration::from_secs(secs))
+        } else {
+            Err(ConfigError::new(var, format!("expected {expected}, got {secs}")))
+        }
+    }
+
+    /// A plain string with a default.
+    pub fn string_or(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.get(var)?.map(|s| s.trim().to_owned()).unwrap_or_else(|| default.to_owned()))
+    }
+
+    /// `DATABASE_URL`, or the embedded SQLite default at `default_sqlite_file`.
+    pub fn database_url(&self, default_sqlite_file: &str) -> Result<DatabaseUrl, ConfigError> {
+        match self.get("DATABASE_URL")? {
+            None => Ok(DatabaseUrl::sqlite_file(default_sqlite_file)),
+            Some(raw) => DatabaseUrl::parse(raw.trim()).map_err(|reason| ConfigError::new("DATABASE_URL", reason)),
+        }
+    }
+
+    /// `RUST_LOG`, validated now so a typo stops start-up instead of silencing the logs.
+    pub fn log_filter(&self) -> Result<LogFilter, ConfigError> {
+        let raw = self.string_or("RUST_LOG", LogFilter::DEFAULT)?;
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&raw)
+            .map_err(|e| ConfigError::new("RUST_LOG", format!("invalid filter {raw:?}: {e}")))?;
+        Ok(LogFilter(raw))
+    }
+
+    /// `JWT_SECRET`, `JWT_ISSUER` and `JWT_AUDIENCE`.
+    pub fn token_config(&self) -> Result<TokenConfig, ConfigError> {
+        let secret = self.get("JWT_SECRET")?.ok_or_else(|| {
+            ConfigError::new(
+                "JWT_SECRET",
+                "is not set: set it to a random string of at least 32 bytes (e.g. `openssl rand -base64 48`)",
+            )
+        })?;
+        let secret = JwtSecret::new(secret.into_bytes()).map_err(|e| ConfigError::new("JWT_SECRET", e.to_string()))?;
+        Ok(TokenConfig {
+            secret,
+            issuer: self.string_or("JWT_ISSUER", TokenConfig::DEFAULT_ISSUER)?,
+            audience: self.string_or("JWT_AUDIENCE", TokenConfig::DEFAULT_AUDIENCE)?,
+        })
+    }
+}
+
+/// A validated `tracing` filter directive string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    pub const DEFAULT: &'static str = "info";
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for LogFilter {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+}
+
+/// What both services need to agree on about tokens.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub secret: JwtSecret,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl TokenConfig {
+    pub const DEFAULT_ISSUER: &'static str = "todo-grpc-auth";
+    pub const DEFAULT_AUDIENCE: &'static str = "todo-grpc";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn missing_and_short_secrets_name_the_variable() {
+        let err = Env::from_pairs([]).token_config().unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        let err = Env::from_pairs([("JWT_SECRET", "short")]).token_config().unwrap_err();
+        assert_eq!(err.to_string(), "JWT_SECRET: must be at least 32 bytes long (got 5)");
+    }
+
+    #[test]
+    fn defaults_apply_when_unset_or_blank() {
+        let env = Env::from_pairs([("JWT_SECRET", SECRET), ("JWT_ISSUER", "  ")]);
+        let token = env.token_config().unwrap();
+        assert_eq!(token.issuer, TokenConfig::DEFAULT_ISSUER);
+        assert_eq!(token.audience, TokenConfig::DEFAULT_AUDIENCE);
+    }
+
+    #[test]
+    fn bad_values_are_one_line_naming_the_variable() {
+        let env = Env::from_pairs([("ADDR", "localhost"), ("TTL", "0"), ("RUST_LOG", "info,[")]);
+        let default: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(env.socket_addr("ADDR", default).unwrap_err().var, "ADDR");
+        let err = env.seconds("TTL", Duration::from_secs(5), 1..=10).unwrap_err();
+        assert_eq!(err.to_string(), "TTL: expected a whole number of seconds from 1 to 10, got 0");
+        assert_eq!(env.log_filter().unwrap_err().var, "RUST_LOG");
+    }
+
+    #[test]
+    fn database_url_defaults_to_sqlite_and_rejects_unknown_schemes() {
+        let env = Env::from_pairs([]);
+        assert!(matches!(env.database_url("data/x.db").unwrap(), DatabaseUrl::Sqlite(_)));
+        let env = Env::from_pairs([("DATABASE_URL", "mysql://localhost/x")]);
+        assert_eq!(env.database_url("data/x.db").unwrap_err().var, "DATABASE_URL");
+    }
+}

@@ -1,0 +1,296 @@
+//! The database connection: backend chosen once from the URL scheme, a lazily connecting pool,
+//! embedded migrations, and how database failures become gRPC statuses.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, SqlSafeStr};
+use tonic::Status;
+
+/// Which database a service talks to, from `DATABASE_URL`.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Postgres(PgConnectOptions),
+    Sqlite(SqliteConnectOptions),
+}
+
+impl DatabaseUrl {
+    /// Parses `postgres://…`, `postgresql://…` or `sqlite:…` (`sqlite://path`, `sqlite::memory:`).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+        match scheme.as_str() {
+            "postgres" | "postgresql" => PgConnectOptions::from_str(url)
+                .map(Self::Postgres)
+                .map_err(|e| format!("not a valid PostgreSQL URL: {}", redact(&e.to_string()))),
+            "sqlite" => SqliteConnectOptions::from_str(url)
+                .map(Self::Sqlite)
+                .map_err(|e| format!("not a valid SQLite URL: {e}")),
+            _ => Err("must start with postgres://, postgresql:// or sqlite:".to_owned()),
+        }
+    }
+
+    /// An SQLite database file, created (with its directory) on first use.
+    pub fn sqlite_file(path: impl AsRef<Path>) -> Self {
+        Self::Sqlite(SqliteConnectOptions::new().filename(path.as_ref()))
+    }
+}
+
+/// Error texts from URL parsing may quote the URL; never let a password through.
+fn redact(text: &str) -> String {
+    if text.contains('@') { "check the user, password, host, port and database parts".to_owned() } else { text.to_owned() }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    // Never prints credentials: only where the data lives.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Postgres(o) => write!(
+                f,
+                "postgres://{}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("")
+            ),
+            Self::Sqlite(o) => write!(f, "sqlite:{}", o.get_filename().display()),
+        }
+    }
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long an RPC may wait for a connection before it gets UNAVAILABLE. Short, so an
+    /// exhausted pool or a dead database turns into a fast, retryable error, not a hang.
+    pub acquire_timeout: Duration,
+    /// Server-side cap on one statement (PostgreSQL `statement_timeout`).
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connection pool for one of the two backends.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Pool {
+    /// Builds the pool without connecting: a database that is down at start-up is retried by
+    /// [`crate::server::supervise_database`], not fatal.
+    pub fn connect_lazy(url: &DatabaseUrl, settings: &PoolSettings) -> std::io::Result<Self> {
+        match url {
+            DatabaseUrl::Postgres(options) => {
+                let timeout_ms = settings.statement_timeout.as_millis().to_string();
+                let options = options.clone().options([("statement_timeout", timeout_ms.as_str())]);
+                let pool = PoolOptions::<Postgres>::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(settings.acquire_timeout)
+                    .connect_lazy_with(options);
+                Ok(Self::Postgres(pool))
+            }
+            DatabaseUrl::Sqlite(options) => {
+                let file = options.get_filename();
+                let in_memory = is_in_memory(file);
+                if !in_memory {
+                    create_parent_dir(file)?;
+                }
+                let options = options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: an acknowledged write survives power loss, as on PostgreSQL.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    // SQLite has one writer at a time; others wait this long instead of failing.
+                    .busy_timeout(settings.statement_timeout);
+                let mut pool = PoolOptions::<Sqlite>::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(settings.acquire_timeout);
+                if in_memory {
+                    // Every connection to `:memory:` is its own database: keep exactly one,
+                    // forever.
+                    pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+                }
+                Ok(Self::Sqlite(pool.connect_lazy_with(options)))
+            }
+        }
+    }
+
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+    }
+
+    /// Applies the backend's embedded migrations.
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Self::Postgres(pool) => migrations.migrator(migrations.postgres).run(pool).await,
+            Self::Sqlite(pool) => migrations.migrator(migrations.sqlite).run(pool).await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+fn is_in_memory(file: &Path) -> bool {
+    file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:")
+}
+
+fn create_parent_dir(file: &Path) -> std::io::Result<()> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}
+
+/// One embedded migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationFile {
+    pub version: i64,
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+/// A service's migrations for both backends.
+///
+/// Each service records its migrations in its own table (`table`), so two services can share
+/// one database without mistaking each other's history for missing migrations.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub table: &'static str,
+    pub postgres: &'static [MigrationFile],
+    pub sqlite: &'static [MigrationFile],
+}
+
+impl Migrations {
+    fn migrator(&self, files: &'static [MigrationFile]) -> Migrator {
+        let migrations = files
+            .iter()
+            .map(|f| {
+                Migration::new(
+                    f.version,
+                    Cow::Borrowed(f.description),
+                    MigrationType::Simple,
+                    f.sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let mut migrator = Migrator::with_migrations(migrations);
+        migrator.dangerous_set_table_name(self.table);
+        migrator
+    }
+}
+
+/// What a database failure means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database is down, unreachable, overloaded or timed out: retry later.
+    Unavailable,
+    /// A concurrent transaction won (serialization failure, deadlock): retry the operation.
+    Conflict,
+    /// A unique constraint was violated.
+    UniqueViolation,
+    /// Anything else: a bug or a schema problem.
+    Internal,
+}
+
+/// Classifies `err` by what a client can do about it.
+pub fn classify(err: &sqlx::Error) -> Failure {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Failure::Unavailable,
+        sqlx::Error::Database(db) => {
+            if db.is_unique_violation() {
+                return Failure::UniqueViolation;
+            }
+            let code = db.code().unwrap_or_default();
+            match code.as_ref() {
+                // PostgreSQL: serialization_failure, deadlock_detected.
+                "40001" | "40P01" => Failure::Conflict,
+                // PostgreSQL: query_canceled (statement_timeout), admin_shutdown, crash_shutdown,
+                // cannot_connect_now, too_many_connections, insufficient_resources.
+                "57014" | "57P01" | "57P02" | "57P03" | "53300" | "53000" => Failure::Unavailable,
+                // PostgreSQL class 08: connection exceptions.
+                c if c.starts_with("08") => Failure::Unavailable,
+                // SQLite: SQLITE_BUSY and SQLITE_LOCKED with their extended codes (low byte 5 or 6).
+                c => match c.parse::<i32>() {
+                    Ok(n) if matches!(n & 0xff, 5 | 6) => Failure::Unavailable,
+                    _ => Failure::Internal,
+                },
+            }
+        }
+        _ => Failure::Internal,
+    }
+}
+
+/// The status for a database failure that the service did not handle itself. Internal
+/// failures are logged with their cause; the client never sees SQL or driver text.
+pub fn status_for(err: &sqlx::Error) -> Status {
+    match classify(err) {
+        Failure::Unavailable => {
+            tracing::warn!(error = %err, "database unavailable");
+            Status::unavailable("the database is unavailable; retry with back-off")
+        }
+        Failure::Conflict => {
+            tracing::info!(error = %err, "transaction conflict");
+            Status::aborted("a concurrent change conflicted with this one; retry")
+        }
+        Failure::UniqueViolation | Failure::Internal => {
+            tracing::error!(error = %err, "database error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+/// A directory for SQLite files, relative to the working directory.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_password() {
+        let url = DatabaseUrl::parse("postgres://user:hunter2@127.0.0.1:5432/app").unwrap();
+        let shown = format!("{url:?}");
+        assert_eq!(shown, "postgres://127.0.0.1:5432/app");
+    }
+
+    #[test]
+    fn malformed_urls_are_refused() {
+        assert!(DatabaseUrl::parse("postgres://u:p@host:notaport/db").is_err());
+        assert!(DatabaseUrl::parse("http://x").is_err());
+        assert!(DatabaseUrl::parse("sqlite::memory:").is_ok());
+    }
+}

@@ -1,0 +1,87 @@
+//! Logging: one span and one line per RPC, with the method, the status code and the latency.
+//! User ids are recorded by the authentication code; emails, passwords and tokens never are.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::config::LogFilter;
+
+/// Installs the global subscriber. Call once, from `main`.
+pub fn init(filter: &LogFilter) {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(filter.as_str())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LogFilter::DEFAULT));
+    // `try_init` fails only when a subscriber is already installed, which is fine.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// Tower layer that wraps every request in an `rpc` span and logs its outcome.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcTraceLayer;
+
+impl<S> Layer<S> for RpcTraceLayer {
+    type Service = RpcTrace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcTrace { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcTrace<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcTrace<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let span = tracing::info_span!(
+            "rpc",
+            method = %request.uri().path(),
+            user_id = tracing::field::Empty,
+        );
+        let start = Instant::now();
+        // Entered while the inner service is called, so interceptors that run synchronously
+        // (authentication) record into this span.
+        let future = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let result = future.await;
+                let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                match &result {
+                    // A failing unary call is a trailers-only response whose `grpc-status` is in
+                    // the headers; a successful one carries status 0 in the trailers.
+                    Ok(response) => {
+                        let code = response
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<i32>().ok())
+                            .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                        tracing::info!(code = ?code, latency_us, "rpc finished");
+                    }
+                    Err(err) => tracing::warn!(error = %err, latency_us, "rpc failed in transport"),
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,306 @@
+//! The access-token contract: HS256 JWTs with `sub`, `email`, `iat`, `exp`, `iss`, `aud`, `jti`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::AuthenticatedUser;
+
+/// Shortest accepted secret. HS256 keys shorter than the hash output (32 bytes) weaken the
+/// MAC (RFC 7518 §3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Clock skew tolerated on `exp` and `iat`. Small on purpose: both services run on hosts with
+/// synchronised clocks, and every second of leeway extends a stolen token's life.
+pub const LEEWAY: Duration = Duration::from_secs(30);
+
+/// The only algorithm minted or accepted. Pinning it defeats `alg: none` and algorithm
+/// confusion (an attacker choosing HS384/RS256 in the header).
+const ALGORITHM: Algorithm = Algorithm::HS256;
+
+/// The shared HMAC secret. Its `Debug` never prints the bytes.
+#[derive(Clone)]
+pub struct JwtSecret(Vec<u8>);
+
+impl JwtSecret {
+    /// Accepts a secret of at least [`MIN_SECRET_BYTES`] bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, SecretTooShort> {
+        let bytes = bytes.into();
+        if bytes.len() < MIN_SECRET_BYTES {
+            return Err(SecretTooShort { len: bytes.len() });
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JwtSecret(<redacted>)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("must be at least {MIN_SECRET_BYTES} bytes long (got {len})")]
+pub struct SecretTooShort {
+    len: usize,
+}
+
+/// The claims of an access token, as they travel on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id (a UUID).
+    pub sub: String,
+    pub email: String,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the Unix epoch.
+    pub exp: u64,
+    pub iss: String,
+    pub aud: String,
+    /// Unique token id (a UUID v4), so two tokens minted in the same second differ.
+    pub jti: String,
+}
+
+/// Why a token was refused. Each variant is a short, token-free message for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token has expired: log in again")]
+    Expired,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token algorithm is not accepted: only HS256 tokens are")]
+    Algorithm,
+    #[error("token was issued by another issuer")]
+    Issuer,
+    #[error("token was issued for another audience")]
+    Audience,
+    #[error("token claims are missing or invalid")]
+    Claims,
+    #[error("token is malformed")]
+    Malformed,
+}
+
+/// A freshly minted token.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    pub token: String,
+    pub claims: Claims,
+    /// Lifetime in seconds, as announced to the client (`expires_in`).
+    pub expires_in: u64,
+}
+
+/// Keys and rules for minting and verifying tokens, built once at start-up.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+}
+
+impl fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The process cannot mint and verify tokens: a misbuilt binary (for example without a
+/// jsonwebtoken crypto backend). Detected before the server listens.
+#[derive(Debug, thiserror::Error)]
+#[error("token self-test failed: {0}")]
+pub struct SelfTestFailed(String);
+
+impl TokenKeys {
+    /// Builds the keys and proves, with a probe token, that minting and verifying work.
+    pub fn new(secret: &JwtSecret, issuer: &str, audience: &str) -> Result<Self, SelfTestFailed> {
+        let mut validation = Validation::new(ALGORITHM);
+        // jsonwebtoken requires only `exp` by default and checks `iss`/`aud` only when present;
+        // every claim of the contract is mandatory here. (`iat`, `email` and `jti` are required
+        // by `Claims` itself: a token without them fails to deserialize.)
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.leeway = LEEWAY.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = false;
+
+        let keys = Self {
+            encoding: EncodingKey::from_secret(&secret.0),
+            decoding: DecodingKey::from_secret(&secret.0),
+            validation,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        };
+        keys.self_test()?;
+        Ok(keys)
+    }
+
+    fn self_test(&self) -> Result<(), SelfTestFailed> {
+        let probe = Uuid::new_v4();
+        // A panic here would come from a crypto backend misconfiguration inside jsonwebtoken;
+        // turn it into an error so start-up reports it in one line.
+        let result = std::panic::catch_unwind(|| {
+            let minted = self
+                .mint(probe, "probe@self-test.invalid", Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+            let user = self.verify(&minted.token).map_err(|e| e.to_string())?;
+            if user.id == probe {
+                Ok(())
+            } else {
+                Err("probe token round-tripped to another subject".to_owned())
+            }
+        });
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(SelfTestFailed(reason)),
+            Err(_) => Err(SelfTestFailed("the JWT crypto backend panicked".to_owned())),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// Mints a token for `user_id` that expires after `ttl`.
+    pub fn mint(&self, user_id: Uuid, email: &str, ttl: Duration) -> Result<MintedToken, MintError> {
+        let iat = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            email: email.to_owned(),
+            iat,
+            exp: iat.saturating_add(ttl.as_secs()),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            jti: Uuid::new_v4().to_string(),
+        };
+        self.sign(&claims).map(|token| MintedToken {
+            token,
+            claims,
+            expires_in: ttl.as_secs(),
+        })
+    }
+
+    /// Signs arbitrary claims with this service's key. Public so tests and tools can build
+    /// tokens with chosen claims; the service itself mints through [`TokenKeys::mint`].
+    pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, MintError> {
+        jsonwebtoken::encode(&Header::new(ALGORITHM), claims, &self.encoding)
+            .map_err(|e| MintError(e.to_string()))
+    }
+
+    /// Verifies signature, algorithm, issuer, audience, expiry and claim shapes.
+    pub fn verify(&self, token: &str) -> Result<AuthenticatedUser, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| classify(e.kind()))?;
+        let claims = data.claims;
+        let id = Uuid::try_parse(&claims.sub).map_err(|_| TokenError::Claims)?;
+        let now = jsonwebtoken::get_current_timestamp();
+        if claims.iat > now.saturating_add(LEEWAY.as_secs()) || claims.iat > claims.exp {
+            return Err(TokenError::Claims);
+        }
+        Ok(AuthenticatedUser {
+            id,
+            email: claims.email,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not sign token: {0}")]
+pub struct MintError(String);
+
+fn classify(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::UnsupportedAlgorithm => TokenError::Algorithm,
+        ErrorKind::InvalidIssuer => TokenError::Issuer,
+        ErrorKind::InvalidAudience => TokenError::Audience,
+        ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidClaimFormat(_)
+        | ErrorKind::InvalidSubject
+        | ErrorKind::ImmatureSignature => TokenError::Claims,
+        // A JSON error after the signature was checked means well-signed but incomplete claims;
+        // before it (in the header), a malformed token. Both are refusals; the message for the
+        // former is more useful to a client developer.
+        ErrorKind::Json(_) => TokenError::Claims,
+        _ => TokenError::Malformed,
+    }
+}
+
+/// Claim names the verifier requires; exported for tests that strip them one by one.
+pub fn required_claims() -> HashSet<&'static str> {
+    ["sub", "email", "iat", "exp", "iss", "aud", "jti"].into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        let secret = JwtSecret::new(vec![7u8; 32]).unwrap();
+        TokenKeys::new(&secret, "iss", "aud").unwrap()
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        assert!(JwtSecret::new(vec![1u8; 31]).is_err());
+        assert!(JwtSecret::new(vec![1u8; 32]).is_ok());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let secret = JwtSecret::new(b"super-secret-value-that-is-32-bytes!".to_vec()).unwrap();
+        assert!(!format!("{secret:?}").contains("super"));
+    }
+
+    #[test]
+    fn minted_token_verifies_with_its_claims() {
+        let keys = keys();
+        let id = Uuid::new_v4();
+        let minted = keys.mint(id, "a@b.co", Duration::from_secs(600)).unwrap();
+        assert_eq!(minted.claims.exp - minted.claims.iat, 600);
+        let user = keys.verify(&minted.token).unwrap();
+        assert_eq!(user.id, id);
+        assert_eq!(user.email, "a@b.co");
+    }
+
+    #[test]
+    fn non_uuid_subject_is_refused() {
+        let keys = keys();
+        let mut claims = keys.mint(Uuid::new_v4(), "a@b.co", Duration::from_secs(60)).unwrap().claims;
+        claims.sub = "42".into();
+        let token = keys.sign(&claims).unwrap();
+        assert_eq!(keys.verify(&token), Err(TokenError::Claims));
+    }
+
+    #[test]
+    fn iat_in_the_future_is_refused() {
+        let keys = keys();
+        let mut claims = keys.mint(Uuid::new_v4(), "a@b.co", Duration::from_secs(60)).unwrap().claims;
+        claims.iat += 3600;
+        claims.exp += 7200;
+        let token = keys.sign(&claims).unwrap();
+        assert_eq!(keys.verify(&token), Err(TokenError::Claims));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert_eq!(keys().verify("not.a.jwt"), Err(TokenError::Malformed));
+        assert_eq!(keys().verify(""), Err(TokenError::Malformed));
+    }
+}
