@@ -1,0 +1,102 @@
+//! auth-service: user accounts and the bearer tokens that prove them.
+//!
+//! [`Application`] is the whole service; `main` and the tests start it the same way.
+
+pub mod accounts;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod password;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use todo_shared::db::Pool;
+use todo_shared::pb::auth::v1::auth_service_server::AuthServiceServer;
+use todo_shared::server::{GrpcHost, ReadyGate, Readiness};
+use todo_shared::token::TokenKeys;
+use tonic::service::interceptor::InterceptedService;
+
+pub use crate::config::Config;
+use crate::accounts::Accounts;
+use crate::password::PasswordHasher;
+use crate::service::AuthApi;
+
+/// The protobuf name of the service, as reported by health.
+pub const SERVICE_NAME: &str = "todo.auth.v1.AuthService";
+
+/// Largest request accepted. The biggest legitimate one is a SignUp with a 254-character
+/// email and a 128-character password: well under 2 KiB.
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("AUTH_LISTEN_ADDR: cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("DATABASE_URL: cannot prepare the SQLite file: {0}")]
+    Database(std::io::Error),
+    #[error(transparent)]
+    Token(#[from] todo_shared::token::SelfTestFailed),
+    #[error("password hasher: {0}")]
+    Hasher(#[from] error::Error),
+}
+
+impl StartError {
+    /// Whether the operator's configuration is at fault (exit status 2) rather than the binary.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Bind { .. } | Self::Database(_))
+    }
+}
+
+pub struct Application {
+    host: GrpcHost,
+    pool: Pool,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// Binds the listener and wires the service. The database is connected in the background:
+    /// until it answers, health says NOT_SERVING and RPCs get UNAVAILABLE.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let keys = Arc::new(TokenKeys::new(&config.token.secret, &config.token.issuer, &config.token.audience)?);
+        let hasher = Arc::new(PasswordHasher::new(&config.hashing)?);
+        let pool = Pool::connect_lazy(&config.database, &config.pool).map_err(StartError::Database)?;
+        let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
+            .with_drain_timeout(config.drain_timeout);
+
+        let accounts = Arc::new(Accounts::new(store::for_pool(&pool), hasher, keys, config.access_token_ttl));
+        let api = AuthServiceServer::new(AuthApi::new(accounts)).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let gate = ReadyGate(host.readiness());
+        let host = host.add_service(InterceptedService::new(api, gate));
+
+        let supervisor = tokio::spawn(todo_shared::server::supervise_database(
+            pool.clone(),
+            &store::MIGRATIONS,
+            host.readiness(),
+        ));
+        tracing::info!(addr = %host.local_addr(), database = ?config.database, "auth-service listening");
+        Ok(Self { host, pool, supervisor })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.host.local_addr()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.host.readiness()
+    }
+
+    /// Serves until `shutdown` resolves, then drains and closes the pool.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
+        let result = self.host.serve(shutdown).await;
+        self.supervisor.abort();
+        self.pool.close().await;
+        result
+    }
+}

@@ -1,0 +1,54 @@
+//! auth-service configuration, read once from the environment.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use todo_shared::config::{ConfigError, Env, LogFilter, TokenConfig};
+use todo_shared::db::{DatabaseUrl, PoolSettings};
+
+use crate::password::HashLimits;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `AUTH_LISTEN_ADDR`, default `127.0.0.1:50051`.
+    pub listen_addr: SocketAddr,
+    /// `DATABASE_URL`, default `sqlite://data/auth.db`.
+    pub database: DatabaseUrl,
+    pub pool: PoolSettings,
+    /// `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`.
+    pub token: TokenConfig,
+    /// `ACCESS_TOKEN_TTL` in seconds, default 7 days.
+    pub access_token_ttl: Duration,
+    /// `RUST_LOG`, default `info`.
+    pub log_filter: LogFilter,
+    /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores.
+    pub hashing: HashLimits,
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
+    pub const DEFAULT_SQLITE_FILE: &'static str = "data/auth.db";
+    pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+    /// A year: longer-lived bearer tokens cannot be revoked in any useful time.
+    const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 60 * 60;
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut hashing = HashLimits::default();
+        hashing.max_in_flight = env.parse_or("AUTH_MAX_CONCURRENT_HASHES", hashing.max_in_flight, "a whole number from 1 to 64")?;
+        if !(1..=64).contains(&hashing.max_in_flight) {
+            return Err(ConfigError::new("AUTH_MAX_CONCURRENT_HASHES", "expected a whole number from 1 to 64"));
+        }
+        hashing.max_queued = hashing.max_in_flight * 32;
+        Ok(Self {
+            listen_addr: env.socket_addr("AUTH_LISTEN_ADDR", Self::DEFAULT_LISTEN_ADDR)?,
+            database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,
+            pool: PoolSettings::default(),
+            token: env.token_config()?,
+            access_token_ttl: env.seconds("ACCESS_TOKEN_TTL", Self::DEFAULT_TOKEN_TTL, 1..=Self::MAX_TOKEN_TTL_SECS)?,
+            log_filter: env.log_filter()?,
+            hashing,
+            drain_timeout: todo_shared::server::GrpcHost::DEFAULT_DRAIN_TIMEOUT,
+        })
+    }
+}

@@ -1,0 +1,263 @@
+//! Account values that are valid by construction. Requests are parsed into these at the edge;
+//! past it, no code sees an unchecked email or password.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+use todo_shared::pb::auth::v1 as pb;
+use todo_shared::validation::FieldViolations;
+use unicode_normalization::UnicodeNormalization;
+use uuid::Uuid;
+
+/// Longest email address (RFC 5321 limits a forward path to 256 octets, minus the brackets).
+pub const EMAIL_MAX_CHARS: usize = 254;
+/// RFC 5321 §4.5.3.1.1.
+const EMAIL_LOCAL_MAX_CHARS: usize = 64;
+/// Password length bounds (OWASP ASVS 2.1.1 and 2.1.2: at least 8, allow at least 64).
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_MAX_CHARS: usize = 128;
+
+/// A normalised email address: trimmed, lower-cased, of a plausible shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("is required")]
+    Empty,
+    #[error("must be at most {EMAIL_MAX_CHARS} characters")]
+    TooLong,
+    #[error("is not a valid email address (expected name@example.com)")]
+    Shape,
+}
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, EmailError> {
+        let email = normalise_email(raw);
+        if email.is_empty() {
+            return Err(EmailError::Empty);
+        }
+        if email.chars().count() > EMAIL_MAX_CHARS {
+            return Err(EmailError::TooLong);
+        }
+        if !has_email_shape(&email) {
+            return Err(EmailError::Shape);
+        }
+        Ok(Self(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Emails are compared trimmed and lower-cased, at sign-up and at login alike.
+fn normalise_email(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+fn has_email_shape(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.chars().count() <= EMAIL_LOCAL_MAX_CHARS
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && !"\"(),:;<>@[\\]".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    local_ok && domain_ok
+}
+
+/// A password as the user typed it, Unicode-normalised (NFKC) so that the same password
+/// typed on two keyboards (composed or decomposed accents, full-width digits) is the same
+/// secret. `Debug` never prints it.
+#[derive(Clone)]
+pub struct Password(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("is required")]
+    Empty,
+    #[error("must be at least {PASSWORD_MIN_CHARS} characters")]
+    TooShort,
+    #[error("must be at most {PASSWORD_MAX_CHARS} characters")]
+    TooLong,
+}
+
+impl Password {
+    /// A password for a new account: 8 to 128 characters, anything else allowed.
+    pub fn parse_new(raw: &str) -> Result<Self, PasswordError> {
+        let chars = raw.chars().count();
+        match chars {
+            0 => Err(PasswordError::Empty),
+            n if n < PASSWORD_MIN_CHARS => Err(PasswordError::TooShort),
+            n if n > PASSWORD_MAX_CHARS => Err(PasswordError::TooLong),
+            _ => Ok(Self::normalised(raw)),
+        }
+    }
+
+    /// A password offered at login: only emptiness and the length cap are checked, so a
+    /// policy change never locks anyone out.
+    pub fn parse_login(raw: &str) -> Result<Self, PasswordError> {
+        match raw.chars().count() {
+            0 => Err(PasswordError::Empty),
+            n if n > PASSWORD_MAX_CHARS => Err(PasswordError::TooLong),
+            _ => Ok(Self::normalised(raw)),
+        }
+    }
+
+    fn normalised(raw: &str) -> Self {
+        Self(raw.nfkc().collect())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: OffsetDateTime,
+}
+
+impl From<User> for pb::User {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id.to_string(),
+            email: user.email,
+            create_time: Some(todo_shared::timestamp::to_proto(user.created_at)),
+        }
+    }
+}
+
+/// A validated SignUp request.
+#[derive(Debug)]
+pub struct NewAccount {
+    pub email: Email,
+    pub password: Password,
+}
+
+impl TryFrom<pb::SignUpRequest> for NewAccount {
+    type Error = FieldViolations;
+
+    fn try_from(request: pb::SignUpRequest) -> Result<Self, Self::Error> {
+        let mut violations = FieldViolations::new();
+        let email = violations.check("email", Email::parse(&request.email));
+        let password = violations.check("password", Password::parse_new(&request.password));
+        violations.into_result(|| Some(Self { email: email?, password: password? }))
+    }
+}
+
+/// A validated Login request. The email is only normalised, not shape-checked: an address
+/// that cannot exist simply matches no account, with the same answer as a wrong password.
+#[derive(Debug)]
+pub struct Credentials {
+    pub email: String,
+    pub password: Password,
+}
+
+impl TryFrom<pb::LoginRequest> for Credentials {
+    type Error = FieldViolations;
+
+    fn try_from(request: pb::LoginRequest) -> Result<Self, Self::Error> {
+        let mut violations = FieldViolations::new();
+        let email = normalise_email(&request.email);
+        if email.is_empty() {
+            violations.add("email", EmailError::Empty.to_string());
+        } else if email.chars().count() > EMAIL_MAX_CHARS {
+            violations.add("email", EmailError::TooLong.to_string());
+        }
+        let password = violations.check("password", Password::parse_login(&request.password));
+        violations.into_result(|| Some(Self { email, password: password? }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lower_cased() {
+        assert_eq!(Email::parse("  Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
+    }
+
+    #[test]
+    fn malformed_emails_are_refused() {
+        for bad in [
+            "plainaddress",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "ada@@example.com",
+            "a da@example.com",
+            "ada@exa mple.com",
+            ".ada@example.com",
+            "ada.@example.com",
+            "a..da@example.com",
+            "ada@-example.com",
+            "ada@example..com",
+        ] {
+            assert_eq!(Email::parse(bad), Err(EmailError::Shape), "{bad}");
+        }
+        assert_eq!(Email::parse("   "), Err(EmailError::Empty));
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert_eq!(Email::parse(&long), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn plausible_emails_are_accepted() {
+        for good in ["a@b.co", "first.last+tag@sub.example.org", "josé@exämple.de", "x_y-z@a-b.io"] {
+            assert!(Email::parse(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn password_length_is_counted_in_characters() {
+        assert_eq!(Password::parse_new("1234567").unwrap_err(), PasswordError::TooShort);
+        assert!(Password::parse_new("12345678").is_ok());
+        assert!(Password::parse_new(&"é".repeat(128)).is_ok());
+        assert_eq!(Password::parse_new(&"é".repeat(129)).unwrap_err(), PasswordError::TooLong);
+        assert_eq!(Password::parse_new("").unwrap_err(), PasswordError::Empty);
+    }
+
+    #[test]
+    fn composed_and_decomposed_passwords_are_the_same_secret() {
+        let composed = Password::parse_new("caf\u{e9}-password").unwrap();
+        let decomposed = Password::parse_new("cafe\u{301}-password").unwrap();
+        assert_eq!(composed.as_bytes(), decomposed.as_bytes());
+    }
+
+    #[test]
+    fn password_debug_is_redacted() {
+        let password = Password::parse_new("hunter2hunter2").unwrap();
+        assert!(!format!("{password:?}").contains("hunter"));
+    }
+
+    #[test]
+    fn signup_reports_every_bad_field() {
+        let request = pb::SignUpRequest { email: "nope".into(), password: "short".into() };
+        let violations = NewAccount::try_from(request).unwrap_err();
+        let fields: Vec<_> = violations.fields().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["email", "password"]);
+    }
+}

@@ -1,0 +1,60 @@
+//! The one error type of auth-service and its one mapping to `tonic::Status`.
+
+use std::time::Duration;
+
+use todo_shared::auth::AuthError;
+use todo_shared::validation::FieldViolations;
+use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(FieldViolations),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Unknown email and wrong password alike: one variant, so they cannot be told apart.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    /// A valid token whose user has since been deleted.
+    #[error("the user of this token no longer exists")]
+    UserGone,
+    /// The password-hashing queue is full.
+    #[error("too many password checks in progress; retry shortly")]
+    Overloaded { retry_after: Duration },
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    #[error("token minting failed: {0}")]
+    Minting(#[from] todo_shared::token::MintError),
+}
+
+impl From<FieldViolations> for Error {
+    fn from(violations: FieldViolations) -> Self {
+        Self::Invalid(violations)
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Invalid(violations) => violations.into(),
+            Error::EmailTaken => Status::already_exists(err.to_string()),
+            Error::InvalidCredentials | Error::UserGone => Status::unauthenticated(err.to_string()),
+            Error::Unauthenticated(auth) => auth.into(),
+            Error::Overloaded { retry_after } => Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                err.to_string(),
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            Error::Database(db) => todo_shared::db::status_for(&db),
+            Error::Hashing(_) | Error::Minting(_) => {
+                tracing::error!(error = %err, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

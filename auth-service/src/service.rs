@@ -1,0 +1,54 @@
+//! The gRPC adapter: convert the request, call [`Accounts`], convert the answer back.
+
+use std::sync::Arc;
+
+use todo_shared::auth::authenticate;
+use todo_shared::pb::auth::v1 as pb;
+use todo_shared::pb::auth::v1::auth_service_server::AuthService;
+use tonic::{Request, Response, Status};
+
+use crate::accounts::Accounts;
+use crate::domain::{Credentials, NewAccount};
+use crate::error::Error;
+
+/// The `token_type` of every LoginResponse (RFC 6750).
+const TOKEN_TYPE: &str = "bearer";
+
+pub struct AuthApi {
+    accounts: Arc<Accounts>,
+}
+
+impl AuthApi {
+    pub fn new(accounts: Arc<Accounts>) -> Self {
+        Self { accounts }
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn sign_up(&self, request: Request<pb::SignUpRequest>) -> Result<Response<pb::SignUpResponse>, Status> {
+        let account = NewAccount::try_from(request.into_inner()).map_err(Error::from)?;
+        let user = self.accounts.sign_up(account).await?;
+        Ok(Response::new(pb::SignUpResponse { user: Some(user.into()) }))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let credentials = Credentials::try_from(request.into_inner()).map_err(Error::from)?;
+        let session = self.accounts.login(credentials).await?;
+        Ok(Response::new(pb::LoginResponse {
+            access_token: session.token.token,
+            token_type: TOKEN_TYPE.to_owned(),
+            expires_in: i64::try_from(session.token.expires_in).unwrap_or(i64::MAX),
+            user: Some(session.user.into()),
+        }))
+    }
+
+    async fn get_current_user(
+        &self,
+        request: Request<pb::GetCurrentUserRequest>,
+    ) -> Result<Response<pb::GetCurrentUserResponse>, Status> {
+        let caller = authenticate(self.accounts.keys(), request.metadata()).map_err(Error::from)?;
+        let user = self.accounts.current_user(&caller).await?;
+        Ok(Response::new(pb::GetCurrentUserResponse { user: Some(user.into()) }))
+    }
+}

@@ -1,0 +1,81 @@
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+use time::OffsetDateTime;
+use todo_shared::timestamp::{from_unix_micros, to_unix_micros};
+use uuid::Uuid;
+
+use super::{NewUser, StoredCredentials, UserStore, map_insert_error};
+use crate::domain::User;
+use crate::error::Error;
+
+pub struct SqliteUserStore {
+    pool: SqlitePool,
+}
+
+impl SqliteUserStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
+    let created_at: i64 = row.try_get("created_at")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        created_at: from_unix_micros(created_at).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+    })
+}
+
+#[tonic::async_trait]
+impl UserStore for SqliteUserStore {
+    async fn create_user(&self, user: NewUser) -> Result<User, Error> {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(user.id)
+        .bind(user.email.as_str())
+        .bind(&user.password_hash)
+        .bind(to_unix_micros(user.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(map_insert_error)?;
+        Ok(User {
+            id: user.id,
+            email: user.email.as_str().to_owned(),
+            created_at: user.created_at,
+        })
+    }
+
+    async fn find_credentials(&self, email: &str) -> Result<Option<StoredCredentials>, Error> {
+        let row = sqlx::query("SELECT id, email, created_at, password_hash FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            None => None,
+            Some(row) => Some(StoredCredentials {
+                user: user_from_row(&row)?,
+                password_hash: row.try_get("password_hash")?,
+            }),
+        })
+    }
+
+    async fn find_user(&self, id: Uuid) -> Result<Option<User>, Error> {
+        let row = sqlx::query("SELECT id, email, created_at FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn update_password_hash(&self, id: Uuid, password_hash: &str, at: OffsetDateTime) -> Result<(), Error> {
+        sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(password_hash)
+            .bind(to_unix_micros(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
