@@ -38,6 +38,13 @@ impl JwtSecret {
     }
 }
 
+impl JwtSecret {
+    /// The raw bytes, for deriving other keys from the secret (never for logging).
+    pub fn expose_for_key_derivation(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl fmt::Debug for JwtSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("JwtSecret(<redacted>)")

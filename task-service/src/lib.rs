@@ -1,0 +1,116 @@
+//! task-service: each user's own tasks, behind the bearer-token interceptor.
+//!
+//! [`Application`] is the whole service; `main` and the tests start it the same way.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod page_token;
+pub mod service;
+pub mod store;
+pub mod tasks;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use todo_shared::auth::RequireBearer;
+use todo_shared::db::Pool;
+use todo_shared::pb::task::v1::task_service_server::TaskServiceServer;
+use todo_shared::server::{GrpcHost, Readiness};
+use todo_shared::token::TokenKeys;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Status};
+
+pub use crate::config::Config;
+use crate::page_token::PageTokens;
+use crate::service::TaskApi;
+use crate::tasks::Tasks;
+
+/// The protobuf name of the service, as reported by health.
+pub const SERVICE_NAME: &str = "todo.task.v1.TaskService";
+
+/// Largest request accepted: a CreateTask or UpdateTask with a 200-character title and a
+/// 10,000-character description is at most ~41 KiB even if every character takes 4 bytes.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("TASK_LISTEN_ADDR: cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("DATABASE_URL: cannot prepare the SQLite file: {0}")]
+    Database(std::io::Error),
+    #[error(transparent)]
+    Token(#[from] todo_shared::token::SelfTestFailed),
+}
+
+impl StartError {
+    /// Whether the operator's configuration is at fault (exit status 2) rather than the binary.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Bind { .. } | Self::Database(_))
+    }
+}
+
+/// Every TaskService RPC passes here first: the token is checked before anything else (a
+/// request without a valid one learns nothing, not even whether the database is up), then
+/// readiness.
+#[derive(Clone)]
+struct Gate {
+    bearer: RequireBearer,
+    readiness: Readiness,
+}
+
+impl Interceptor for Gate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let request = self.bearer.call(request)?;
+        self.readiness.check()?;
+        Ok(request)
+    }
+}
+
+pub struct Application {
+    host: GrpcHost,
+    pool: Pool,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let keys = Arc::new(TokenKeys::new(&config.token.secret, &config.token.issuer, &config.token.audience)?);
+        let page_tokens = PageTokens::new(config.token.secret.expose_for_key_derivation());
+        let pool = Pool::connect_lazy(&config.database, &config.pool).map_err(StartError::Database)?;
+        let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
+            .with_drain_timeout(config.drain_timeout);
+
+        let tasks = Arc::new(Tasks::new(store::for_pool(&pool), page_tokens));
+        let api = TaskServiceServer::new(TaskApi::new(tasks)).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let gate = Gate { bearer: RequireBearer::new(keys), readiness: host.readiness() };
+        let host = host.add_service(InterceptedService::new(api, gate));
+
+        let supervisor = tokio::spawn(todo_shared::server::supervise_database(
+            pool.clone(),
+            &store::MIGRATIONS,
+            host.readiness(),
+        ));
+        tracing::info!(addr = %host.local_addr(), database = ?config.database, "task-service listening");
+        Ok(Self { host, pool, supervisor })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.host.local_addr()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.host.readiness()
+    }
+
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
+        let result = self.host.serve(shutdown).await;
+        self.supervisor.abort();
+        self.pool.close().await;
+        result
+    }
+}

@@ -1,0 +1,37 @@
+//! task-service configuration, read once from the environment.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use todo_shared::config::{ConfigError, Env, LogFilter, TokenConfig};
+use todo_shared::db::{DatabaseUrl, PoolSettings};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TASK_LISTEN_ADDR`, default `127.0.0.1:50052`.
+    pub listen_addr: SocketAddr,
+    /// `DATABASE_URL`, default `sqlite://data/tasks.db`.
+    pub database: DatabaseUrl,
+    pub pool: PoolSettings,
+    /// `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`: must match auth-service's.
+    pub token: TokenConfig,
+    /// `RUST_LOG`, default `info`.
+    pub log_filter: LogFilter,
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
+    pub const DEFAULT_SQLITE_FILE: &'static str = "data/tasks.db";
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen_addr: env.socket_addr("TASK_LISTEN_ADDR", Self::DEFAULT_LISTEN_ADDR)?,
+            database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,
+            pool: PoolSettings::default(),
+            token: env.token_config()?,
+            log_filter: env.log_filter()?,
+            drain_timeout: todo_shared::server::GrpcHost::DEFAULT_DRAIN_TIMEOUT,
+        })
+    }
+}

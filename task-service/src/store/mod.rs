@@ -1,0 +1,76 @@
+//! Persistence of tasks: a trait of domain operations, one implementation per backend.
+//! Every query names the owner in its `WHERE`, so no code path can touch another user's task.
+
+/// The columns every task query returns, in the order the row mappers read them.
+macro_rules! task_columns {
+    () => {
+        "id, user_id, title, description, completed, due_time, created_at, updated_at, version"
+    };
+}
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use todo_shared::db::{MigrationFile, Migrations, Pool};
+use uuid::Uuid;
+
+use crate::domain::{Task, TaskPatch};
+use crate::error::Error;
+use crate::page_token::Cursor;
+
+pub static MIGRATIONS: Migrations = Migrations {
+    table: "_task_service_migrations",
+    postgres: &[MigrationFile {
+        version: 1,
+        description: "create tasks",
+        sql: include_str!("../../migrations/postgres/0001_create_tasks.sql"),
+    }],
+    sqlite: &[MigrationFile {
+        version: 1,
+        description: "create tasks",
+        sql: include_str!("../../migrations/sqlite/0001_create_tasks.sql"),
+    }],
+};
+
+/// One page of a listing, in (created_at DESC, id DESC) order.
+#[derive(Debug, Clone, Copy)]
+pub struct PageQuery {
+    pub completed: Option<bool>,
+    pub after: Option<Cursor>,
+    pub limit: u32,
+}
+
+#[tonic::async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    async fn insert_task(&self, task: &Task) -> Result<(), Error>;
+
+    async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error>;
+
+    async fn list_tasks(&self, user_id: Uuid, query: PageQuery) -> Result<Vec<Task>, Error>;
+
+    /// Applies `patch` in one statement that checks owner and version in its `WHERE`.
+    /// [`Error::NotFound`] or [`Error::EtagMismatch`] when it matched nothing.
+    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: &TaskPatch, at: OffsetDateTime) -> Result<Task, Error>;
+
+    /// Same rules as [`TaskStore::update_task`].
+    async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error>;
+}
+
+pub fn for_pool(pool: &Pool) -> Arc<dyn TaskStore> {
+    match pool {
+        Pool::Postgres(pool) => Arc::new(postgres::PgTaskStore::new(pool.clone())),
+        Pool::Sqlite(pool) => Arc::new(sqlite::SqliteTaskStore::new(pool.clone())),
+    }
+}
+
+/// Why a conditional change matched no row: the task is the caller's but at another version
+/// (ABORTED), or there is no such task of the caller's (NOT_FOUND).
+fn no_row_error(current_version: Option<i64>) -> Error {
+    match current_version {
+        Some(_) => Error::EtagMismatch,
+        None => Error::NotFound,
+    }
+}

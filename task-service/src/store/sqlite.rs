@@ -1,0 +1,145 @@
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+use time::OffsetDateTime;
+use todo_shared::timestamp::{from_unix_micros, to_unix_micros};
+use uuid::Uuid;
+
+use super::{PageQuery, TaskStore, no_row_error};
+use crate::domain::{Task, TaskPatch};
+use crate::error::Error;
+
+pub struct SqliteTaskStore {
+    pool: SqlitePool,
+}
+
+impl SqliteTaskStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    async fn current_version(&self, user_id: Uuid, id: Uuid) -> Result<Option<i64>, Error> {
+        Ok(sqlx::query_scalar("SELECT version FROM tasks WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
+fn time_from(micros: i64) -> Result<OffsetDateTime, sqlx::Error> {
+    from_unix_micros(micros).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn task_from_row(row: &SqliteRow) -> Result<Task, sqlx::Error> {
+    let due_time: Option<i64> = row.try_get("due_time")?;
+    Ok(Task {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        title: row.try_get("title")?,
+        description: row.try_get("description")?,
+        completed: row.try_get("completed")?,
+        due_time: due_time.map(time_from).transpose()?,
+        created_at: time_from(row.try_get("created_at")?)?,
+        updated_at: time_from(row.try_get("updated_at")?)?,
+        version: row.try_get("version")?,
+    })
+}
+
+#[tonic::async_trait]
+impl TaskStore for SqliteTaskStore {
+    async fn insert_task(&self, task: &Task) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(task.id)
+        .bind(task.user_id)
+        .bind(&task.title)
+        .bind(&task.description)
+        .bind(task.completed)
+        .bind(task.due_time.map(to_unix_micros))
+        .bind(to_unix_micros(task.created_at))
+        .bind(to_unix_micros(task.updated_at))
+        .bind(task.version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error> {
+        let sql = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1 AND user_id = $2");
+        let row = sqlx::query(sql).bind(id).bind(user_id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(task_from_row).transpose()?)
+    }
+
+    async fn list_tasks(&self, user_id: Uuid, query: PageQuery) -> Result<Vec<Task>, Error> {
+        // With no cursor, the bound (i64::MAX, max uuid) lies after every row, so one
+        // statement serves both cases; SQLite plans per statement text, not generically.
+        let (after_micros, after_id) = match query.after {
+            Some(cursor) => (cursor.created_at_micros, cursor.id),
+            None => (i64::MAX, Uuid::max()),
+        };
+        let sql = concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE user_id = $1 AND ($2 IS NULL OR completed = $2) \
+             AND (created_at, id) < ($4, $5) \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sql)
+            .bind(user_id)
+            .bind(query.completed)
+            .bind(i64::from(query.limit))
+            .bind(after_micros)
+            .bind(after_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(task_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: &TaskPatch, at: OffsetDateTime) -> Result<Task, Error> {
+        let sql = concat!(
+            "UPDATE tasks SET \
+                 title = COALESCE($3, title), \
+                 description = COALESCE($4, description), \
+                 completed = COALESCE($5, completed), \
+                 due_time = CASE WHEN $6 THEN $7 ELSE due_time END, \
+                 updated_at = $8, \
+                 version = version + 1 \
+             WHERE id = $1 AND user_id = $2 AND ($9 IS NULL OR version = $9) \
+             RETURNING ",
+            task_columns!()
+        );
+        let row = sqlx::query(sql)
+            .bind(id)
+            .bind(user_id)
+            .bind(patch.title.as_ref().map(|t| t.as_str()))
+            .bind(patch.description.as_ref().map(|d| d.as_str()))
+            .bind(patch.completed)
+            .bind(patch.due_time.is_some())
+            .bind(patch.due_time.flatten().map(to_unix_micros))
+            .bind(to_unix_micros(at))
+            .bind(patch.expected_version)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(task_from_row(&row)?),
+            None => Err(no_row_error(self.current_version(user_id, id).await?)),
+        }
+    }
+
+    async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
+        let deleted = sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3 IS NULL OR version = $3)")
+            .bind(id)
+            .bind(user_id)
+            .bind(expected_version)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 1 {
+            Ok(())
+        } else {
+            Err(no_row_error(self.current_version(user_id, id).await?))
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The task operations behind the RPCs, always on behalf of one authenticated user.
+
+use std::sync::Arc;
+
+use todo_shared::timestamp;
+use uuid::Uuid;
+
+use crate::domain::{NewTask, Task, TaskUpdate};
+use crate::error::Error;
+use crate::page_token::{Cursor, PageTokens};
+use crate::store::{PageQuery, TaskStore};
+use todo_shared::validation::FieldViolations;
+
+pub struct Tasks {
+    store: Arc<dyn TaskStore>,
+    page_tokens: PageTokens,
+}
+
+/// A validated ListTasks request.
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    pub page_size: u32,
+    pub completed: Option<bool>,
+    pub page_token: String,
+}
+
+#[derive(Debug)]
+pub struct Page {
+    pub tasks: Vec<Task>,
+    pub next_page_token: Option<String>,
+}
+
+impl Tasks {
+    pub fn new(store: Arc<dyn TaskStore>, page_tokens: PageTokens) -> Self {
+        Self { store, page_tokens }
+    }
+
+    pub async fn create(&self, user_id: Uuid, new: NewTask) -> Result<Task, Error> {
+        let now = timestamp::now();
+        let task = Task {
+            // v7: time-ordered, so inserts append to the primary-key index.
+            id: Uuid::now_v7(),
+            user_id,
+            title: new.title.as_str().to_owned(),
+            description: new.description.as_str().to_owned(),
+            completed: false,
+            due_time: new.due_time,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        self.store.insert_task(&task).await?;
+        tracing::info!(task_id = %task.id, "task created");
+        Ok(task)
+    }
+
+    pub async fn get(&self, user_id: Uuid, id: Uuid) -> Result<Task, Error> {
+        self.store.get_task(user_id, id).await?.ok_or(Error::NotFound)
+    }
+
+    pub async fn list(&self, user_id: Uuid, request: ListRequest) -> Result<Page, Error> {
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            let cursor = self
+                .page_tokens
+                .decode(user_id, request.completed, &request.page_token)
+                .map_err(|e| FieldViolations::single("page_token", e.to_string()))?;
+            Some(cursor)
+        };
+        // One extra row tells whether another page follows, without a count query.
+        let mut tasks = self
+            .store
+            .list_tasks(user_id, PageQuery { completed: request.completed, after, limit: request.page_size + 1 })
+            .await?;
+        let next_page_token = if tasks.len() > request.page_size as usize {
+            tasks.truncate(request.page_size as usize);
+            tasks.last().map(|last| {
+                let cursor = Cursor { created_at_micros: timestamp::to_unix_micros(last.created_at), id: last.id };
+                self.page_tokens.encode(user_id, request.completed, cursor)
+            })
+        } else {
+            None
+        };
+        Ok(Page { tasks, next_page_token })
+    }
+
+    pub async fn update(&self, user_id: Uuid, update: TaskUpdate) -> Result<Task, Error> {
+        let task = self.store.update_task(user_id, update.id, &update.patch, timestamp::now()).await?;
+        tracing::info!(task_id = %task.id, version = task.version, "task updated");
+        Ok(task)
+    }
+
+    pub async fn delete(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
+        self.store.delete_task(user_id, id, expected_version).await?;
+        tracing::info!(task_id = %id, "task deleted");
+        Ok(())
+    }
+}

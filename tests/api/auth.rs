@@ -1,0 +1,223 @@
+//! auth-service, observed through its generated client.
+
+use argon2::PasswordHasher as _;
+use todo_tests::pb::auth::v1::{GetCurrentUserRequest, LoginRequest, SignUpRequest};
+use todo_tests::*;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+on_both_backends!(
+    sign_up_then_login_then_get_current_user,
+    login_token_carries_every_claim_and_expires_in_seven_days,
+    duplicate_email_in_another_case_is_already_exists,
+    concurrent_duplicate_sign_ups_have_exactly_one_winner,
+    each_invalid_email_and_password_class_names_its_field,
+    unknown_email_is_indistinguishable_from_wrong_password,
+    bad_tokens_are_unauthenticated_for_get_current_user,
+    token_of_a_deleted_user_is_rejected,
+    weaker_password_hash_is_upgraded_on_login,
+    health_is_serving_for_the_server_and_the_service,
+);
+
+fn sign_up(email: &str, password: &str) -> SignUpRequest {
+    SignUpRequest { email: email.into(), password: password.into() }
+}
+
+fn login(email: &str, password: &str) -> LoginRequest {
+    LoginRequest { email: email.into(), password: password.into() }
+}
+
+async fn sign_up_then_login_then_get_current_user(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+
+    let user = client.sign_up(sign_up("  Ada@Example.COM ", "correct horse battery")).await.unwrap().into_inner().user.unwrap();
+    assert_eq!(user.email, "ada@example.com");
+    let id = uuid::Uuid::parse_str(&user.id).unwrap();
+    assert!(user.create_time.is_some());
+
+    let stored_hash = auth.db.text("SELECT password_hash FROM users WHERE id = $1", id).await;
+    assert!(stored_hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored_hash}");
+    assert!(!stored_hash.contains("correct horse"));
+
+    let session = client.login(login("ADA@example.com", "correct horse battery")).await.unwrap().into_inner();
+    assert_eq!(session.token_type, "bearer");
+    assert_eq!(session.expires_in, 604_800);
+    assert_eq!(session.user.as_ref(), Some(&user));
+
+    let me = client
+        .get_current_user(bearer(&session.access_token, GetCurrentUserRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me, user);
+}
+
+async fn login_token_carries_every_claim_and_expires_in_seven_days(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    let user = client.sign_up(sign_up("claims@example.com", "password123")).await.unwrap().into_inner().user.unwrap();
+    let before = now_secs();
+    let token = client.login(login("claims@example.com", "password123")).await.unwrap().into_inner().access_token;
+
+    let header = payload_of(&format!("x.{}", token.split('.').next().unwrap()));
+    assert_eq!(header["alg"], "HS256");
+    let claims = payload_of(&token);
+    assert_eq!(claims["sub"], user.id.as_str());
+    assert_eq!(claims["email"], "claims@example.com");
+    assert_eq!(claims["iss"], ISSUER);
+    assert_eq!(claims["aud"], AUDIENCE);
+    assert!(uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).is_ok());
+    let iat = claims["iat"].as_i64().unwrap();
+    assert!((before..=before + 5).contains(&iat));
+    assert_eq!(claims["exp"].as_i64().unwrap() - iat, 7 * 24 * 3600);
+
+    let second = client.login(login("claims@example.com", "password123")).await.unwrap().into_inner().access_token;
+    assert_ne!(payload_of(&second)["jti"], claims["jti"], "every token has its own jti");
+}
+
+async fn duplicate_email_in_another_case_is_already_exists(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    client.sign_up(sign_up("dup@example.com", "password123")).await.unwrap();
+
+    let err = client.sign_up(sign_up(" DUP@Example.com", "another-password")).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(err.message(), "an account with this email already exists");
+    assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 1);
+}
+
+async fn concurrent_duplicate_sign_ups_have_exactly_one_winner(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let attempts: Vec<_> = ["race@example.com", "RACE@example.com", "Race@Example.com", " race@EXAMPLE.com", "race@example.COM", "rAce@example.com"]
+        .into_iter()
+        .map(|email| {
+            let url = auth.url();
+            tokio::spawn(async move {
+                let mut client = todo_tests::pb::auth::v1::auth_service_client::AuthServiceClient::connect(url).await.unwrap();
+                client.sign_up(sign_up(email, "password123")).await.map(|_| ()).map_err(|s| s.code())
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for attempt in attempts {
+        results.push(attempt.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert!(results.iter().filter_map(|r| r.err()).all(|code| code == Code::AlreadyExists), "{results:?}");
+    assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 1);
+}
+
+async fn each_invalid_email_and_password_class_names_its_field(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    let long_email = format!("{}@example.com", "a".repeat(243));
+    let cases: Vec<(&str, SignUpRequest, Vec<&str>)> = vec![
+        ("empty email", sign_up("", "password123"), vec!["email"]),
+        ("whitespace email", sign_up("   ", "password123"), vec!["email"]),
+        ("no at sign", sign_up("ada.example.com", "password123"), vec!["email"]),
+        ("no domain dot", sign_up("ada@example", "password123"), vec!["email"]),
+        ("space inside", sign_up("a da@example.com", "password123"), vec!["email"]),
+        ("255 characters", sign_up(&long_email, "password123"), vec!["email"]),
+        ("empty password", sign_up("ok@example.com", ""), vec!["password"]),
+        ("7-character password", sign_up("ok@example.com", "1234567"), vec!["password"]),
+        ("129-character password", sign_up("ok@example.com", &"p".repeat(129)), vec!["password"]),
+        ("both bad", sign_up("nope", "short"), vec!["email", "password"]),
+    ];
+    for (label, request, fields) in cases {
+        let err = client.sign_up(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{label}");
+        assert_eq!(violated_fields(&err), fields, "{label}");
+    }
+    assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 0);
+
+    // The boundaries themselves are accepted, Unicode included.
+    client.sign_up(sign_up("eight@example.com", "12345678")).await.unwrap();
+    client.sign_up(sign_up("long@example.com", &"é".repeat(128))).await.unwrap();
+    client.login(login("long@example.com", &"é".repeat(128))).await.unwrap();
+}
+
+async fn unknown_email_is_indistinguishable_from_wrong_password(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    client.sign_up(sign_up("known@example.com", "password123")).await.unwrap();
+
+    let wrong_password = client.login(login("known@example.com", "password124")).await.unwrap_err();
+    let unknown_email = client.login(login("unknown@example.com", "password123")).await.unwrap_err();
+    assert_eq!(wrong_password.code(), Code::Unauthenticated);
+    assert_eq!(unknown_email.code(), Code::Unauthenticated);
+    assert_eq!(wrong_password.message(), unknown_email.message());
+    assert_eq!(wrong_password.details(), unknown_email.details());
+
+    let empty = client.login(login("", "")).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&empty), ["email", "password"]);
+}
+
+async fn bad_tokens_are_unauthenticated_for_get_current_user(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    let user = client.sign_up(sign_up("victim@example.com", "password123")).await.unwrap().into_inner().user.unwrap();
+    let id = uuid::Uuid::parse_str(&user.id).unwrap();
+
+    for (label, authorization) in bad_authorizations(id) {
+        let err = client.get_current_user(authorized(&authorization, GetCurrentUserRequest {})).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{label}: {err:?}");
+        if let Some(value) = &authorization {
+            let token = value.rsplit(' ').next().unwrap_or_default();
+            assert!(token.len() < 8 || !err.message().contains(token), "{label}: the token is echoed");
+        }
+    }
+    // Control: the same claims, correctly signed, are accepted.
+    let good = forge("HS256", &claims_for(id), Some(SECRET.as_bytes()));
+    client.get_current_user(bearer(&good, GetCurrentUserRequest {})).await.unwrap();
+}
+
+async fn token_of_a_deleted_user_is_rejected(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    let user = client.sign_up(sign_up("gone@example.com", "password123")).await.unwrap().into_inner().user.unwrap();
+    let token = client.login(login("gone@example.com", "password123")).await.unwrap().into_inner().access_token;
+    let id = uuid::Uuid::parse_str(&user.id).unwrap();
+    assert_eq!(auth.db.execute("DELETE FROM users WHERE id = $1", id, None).await, 1);
+
+    let err = client.get_current_user(bearer(&token, GetCurrentUserRequest {})).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(err.message(), "the user of this token no longer exists");
+}
+
+async fn weaker_password_hash_is_upgraded_on_login(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    let user = client.sign_up(sign_up("legacy@example.com", "password123")).await.unwrap().into_inner().user.unwrap();
+    let id = uuid::Uuid::parse_str(&user.id).unwrap();
+    let weak = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(4096, 1, 1, None).unwrap(),
+    )
+    .hash_password(b"password123")
+    .unwrap()
+    .to_string();
+    auth.db.execute("UPDATE users SET password_hash = $2 WHERE id = $1", id, Some(&weak)).await;
+
+    client.login(login("legacy@example.com", "password123")).await.unwrap();
+    let upgraded = auth.db.text("SELECT password_hash FROM users WHERE id = $1", id).await;
+    assert!(upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{upgraded}");
+    client.login(login("legacy@example.com", "password123")).await.unwrap();
+}
+
+async fn health_is_serving_for_the_server_and_the_service(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut health = HealthClient::new(auth.channel().await);
+    for service in ["", auth_service::SERVICE_NAME] {
+        let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}

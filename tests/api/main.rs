@@ -1,0 +1,5 @@
+//! The behavioural suite: every scenario runs on PostgreSQL and on SQLite.
+
+mod auth;
+mod e2e;
+mod tasks;
