@@ -27,7 +27,12 @@ pub struct Session {
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn UserStore>, hasher: Arc<PasswordHasher>, keys: Arc<TokenKeys>, token_ttl: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        hasher: Arc<PasswordHasher>,
+        keys: Arc<TokenKeys>,
+        token_ttl: Duration,
+    ) -> Self {
         Self { store, hasher, keys, token_ttl }
     }
 

@@ -35,7 +35,8 @@ impl Config {
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut hashing = HashLimits::default();
-        hashing.max_in_flight = env.parse_or("AUTH_MAX_CONCURRENT_HASHES", hashing.max_in_flight, "a whole number from 1 to 64")?;
+        hashing.max_in_flight =
+            env.parse_or("AUTH_MAX_CONCURRENT_HASHES", hashing.max_in_flight, "a whole number from 1 to 64")?;
         if !(1..=64).contains(&hashing.max_in_flight) {
             return Err(ConfigError::new("AUTH_MAX_CONCURRENT_HASHES", "expected a whole number from 1 to 64"));
         }

@@ -16,12 +16,12 @@ use std::sync::Arc;
 
 use todo_shared::db::Pool;
 use todo_shared::pb::auth::v1::auth_service_server::AuthServiceServer;
-use todo_shared::server::{GrpcHost, ReadyGate, Readiness};
+use todo_shared::server::{GrpcHost, Readiness, ReadyGate};
 use todo_shared::token::TokenKeys;
 use tonic::service::interceptor::InterceptedService;
 
-pub use crate::config::Config;
 use crate::accounts::Accounts;
+pub use crate::config::Config;
 use crate::password::PasswordHasher;
 use crate::service::AuthApi;
 
@@ -75,11 +75,8 @@ impl Application {
         let gate = ReadyGate(host.readiness());
         let host = host.add_service(InterceptedService::new(api, gate));
 
-        let supervisor = tokio::spawn(todo_shared::server::supervise_database(
-            pool.clone(),
-            &store::MIGRATIONS,
-            host.readiness(),
-        ));
+        let supervisor =
+            tokio::spawn(todo_shared::server::supervise_database(pool.clone(), &store::MIGRATIONS, host.readiness()));
         tracing::info!(addr = %host.local_addr(), database = ?config.database, "auth-service listening");
         Ok(Self { host, pool, supervisor })
     }

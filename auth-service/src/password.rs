@@ -48,7 +48,9 @@ impl Default for HashLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
     /// Right password. `needs_rehash` when the stored hash uses weaker parameters than today's.
-    Match { needs_rehash: bool },
+    Match {
+        needs_rehash: bool,
+    },
     Mismatch,
 }
 

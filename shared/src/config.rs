@@ -31,9 +31,11 @@ impl ConfigError {
     }
 }
 
+type Lookup = Box<dyn Fn(&str) -> Option<OsString> + Send + Sync>;
+
 /// Where configuration values come from.
 pub struct Env {
-    lookup: Box<dyn Fn(&str) -> Option<OsString> + Send + Sync>,
+    lookup: Lookup,
 }
 
 impl Env {
@@ -54,9 +56,7 @@ impl Env {
         match (self.lookup)(var) {
             None => Ok(None),
             Some(value) => {
-                let value = value
-                    .into_string()
-                    .map_err(|_| ConfigError::new(var, "is not valid UTF-8"))?;
+                let value = value.into_string().map_err(|_| ConfigError::new(var, "is not valid UTF-8"))?;
                 Ok((!value.trim().is_empty()).then_some(value))
             }
         }
@@ -66,10 +66,9 @@ impl Env {
     pub fn parse_or<T: FromStr>(&self, var: &'static str, default: T, expected: &str) -> Result<T, ConfigError> {
         match self.get(var)? {
             None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map_err(|_| ConfigError::new(var, format!("expected {expected}, got {raw:?}"))),
+            Some(raw) => {
+                raw.trim().parse().map_err(|_| ConfigError::new(var, format!("expected {expected}, got {raw:?}")))
+            }
         }
     }
 

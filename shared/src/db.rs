@@ -11,7 +11,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, SqlSafeStr};
+use sqlx::{PgPool, Postgres, SqlSafeStr, Sqlite, SqlitePool};
 use tonic::Status;
 
 /// Which database a service talks to, from `DATABASE_URL`.
@@ -44,20 +44,20 @@ impl DatabaseUrl {
 
 /// Error texts from URL parsing may quote the URL; never let a password through.
 fn redact(text: &str) -> String {
-    if text.contains('@') { "check the user, password, host, port and database parts".to_owned() } else { text.to_owned() }
+    if text.contains('@') {
+        "check the user, password, host, port and database parts".to_owned()
+    } else {
+        text.to_owned()
+    }
 }
 
 impl fmt::Debug for DatabaseUrl {
     // Never prints credentials: only where the data lives.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Postgres(o) => write!(
-                f,
-                "postgres://{}:{}/{}",
-                o.get_host(),
-                o.get_port(),
-                o.get_database().unwrap_or("")
-            ),
+            Self::Postgres(o) => {
+                write!(f, "postgres://{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or(""))
+            }
             Self::Sqlite(o) => write!(f, "sqlite:{}", o.get_filename().display()),
         }
     }
@@ -76,11 +76,7 @@ pub struct PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self {
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(2),
-            statement_timeout: Duration::from_secs(5),
-        }
+        Self { max_connections: 8, acquire_timeout: Duration::from_secs(2), statement_timeout: Duration::from_secs(5) }
     }
 }
 

@@ -20,7 +20,8 @@ pub mod timestamp;
 pub mod token;
 pub mod validation;
 
-/// Code generated from `proto/`.
+/// Code generated from `proto/`. Generated code is not held to our lints.
+#[allow(clippy::all)]
 pub mod pb {
     pub mod auth {
         pub mod v1 {

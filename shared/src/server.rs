@@ -176,13 +176,7 @@ impl GrpcHost {
         let mut routes = Routes::builder();
         routes.add_service(health_service);
         add_reflection(&mut routes);
-        Ok(Self {
-            listener,
-            local_addr,
-            readiness,
-            routes,
-            drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
-        })
+        Ok(Self { listener, local_addr, readiness, routes, drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -279,4 +273,3 @@ fn add_reflection(routes: &mut RoutesBuilder) {
         Err(err) => tracing::error!(error = %err, "reflection v1alpha unavailable"),
     }
 }
-

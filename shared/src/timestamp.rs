@@ -46,10 +46,7 @@ const MAX_SECONDS: i64 = 253_402_300_799;
 
 /// Converts a client timestamp, truncating it to microseconds.
 pub fn from_proto(ts: &prost_types::Timestamp) -> Result<OffsetDateTime, TimestampError> {
-    let nanos = u32::try_from(ts.nanos)
-        .ok()
-        .filter(|n| *n < 1_000_000_000)
-        .ok_or(TimestampError::Nanos)?;
+    let nanos = u32::try_from(ts.nanos).ok().filter(|n| *n < 1_000_000_000).ok_or(TimestampError::Nanos)?;
     if !(MIN_SECONDS..=MAX_SECONDS).contains(&ts.seconds) {
         return Err(TimestampError::OutOfRange);
     }

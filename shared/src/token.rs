@@ -155,15 +155,10 @@ impl TokenKeys {
         // A panic here would come from a crypto backend misconfiguration inside jsonwebtoken;
         // turn it into an error so start-up reports it in one line.
         let result = std::panic::catch_unwind(|| {
-            let minted = self
-                .mint(probe, "probe@self-test.invalid", Duration::from_secs(60))
-                .map_err(|e| e.to_string())?;
+            let minted =
+                self.mint(probe, "probe@self-test.invalid", Duration::from_secs(60)).map_err(|e| e.to_string())?;
             let user = self.verify(&minted.token).map_err(|e| e.to_string())?;
-            if user.id == probe {
-                Ok(())
-            } else {
-                Err("probe token round-tripped to another subject".to_owned())
-            }
+            if user.id == probe { Ok(()) } else { Err("probe token round-tripped to another subject".to_owned()) }
         });
         match result {
             Ok(Ok(())) => Ok(()),
@@ -192,34 +187,26 @@ impl TokenKeys {
             aud: self.audience.clone(),
             jti: Uuid::new_v4().to_string(),
         };
-        self.sign(&claims).map(|token| MintedToken {
-            token,
-            claims,
-            expires_in: ttl.as_secs(),
-        })
+        self.sign(&claims).map(|token| MintedToken { token, claims, expires_in: ttl.as_secs() })
     }
 
     /// Signs arbitrary claims with this service's key. Public so tests and tools can build
     /// tokens with chosen claims; the service itself mints through [`TokenKeys::mint`].
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, MintError> {
-        jsonwebtoken::encode(&Header::new(ALGORITHM), claims, &self.encoding)
-            .map_err(|e| MintError(e.to_string()))
+        jsonwebtoken::encode(&Header::new(ALGORITHM), claims, &self.encoding).map_err(|e| MintError(e.to_string()))
     }
 
     /// Verifies signature, algorithm, issuer, audience, expiry and claim shapes.
     pub fn verify(&self, token: &str) -> Result<AuthenticatedUser, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| classify(e.kind()))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
         let id = Uuid::try_parse(&claims.sub).map_err(|_| TokenError::Claims)?;
         let now = jsonwebtoken::get_current_timestamp();
         if claims.iat > now.saturating_add(LEEWAY.as_secs()) || claims.iat > claims.exp {
             return Err(TokenError::Claims);
         }
-        Ok(AuthenticatedUser {
-            id,
-            email: claims.email,
-        })
+        Ok(AuthenticatedUser { id, email: claims.email })
     }
 }
 

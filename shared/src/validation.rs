@@ -44,11 +44,7 @@ impl FieldViolations {
 
     /// `Ok(value)` when nothing was violated.
     pub fn into_result<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, Self> {
-        if self.is_empty() {
-            value().ok_or(self)
-        } else {
-            Err(self)
-        }
+        if self.is_empty() { value().ok_or(self) } else { Err(self) }
     }
 
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -72,11 +68,8 @@ impl std::fmt::Display for FieldViolations {
 impl From<FieldViolations> for Status {
     fn from(violations: FieldViolations) -> Self {
         let message = violations.to_string();
-        let details: Vec<FieldViolation> = violations
-            .0
-            .into_iter()
-            .map(|(field, description)| FieldViolation::new(field, description))
-            .collect();
+        let details: Vec<FieldViolation> =
+            violations.0.into_iter().map(|(field, description)| FieldViolation::new(field, description)).collect();
         Status::with_error_details(Code::InvalidArgument, message, ErrorDetails::with_bad_request(details))
     }
 }

@@ -188,8 +188,11 @@ impl TryFrom<pb::UpdateTaskRequest> for TaskUpdate {
             (None, true) => Some(Some(None)),
             (None, false) => None,
         };
-        let nothing_to_change =
-            title.is_none() && description.is_none() && request.completed.is_none() && due_time.is_none() && v.is_empty();
+        let nothing_to_change = title.is_none()
+            && description.is_none()
+            && request.completed.is_none()
+            && due_time.is_none()
+            && v.is_empty();
         if nothing_to_change {
             v.add(
                 "update",
@@ -269,14 +272,14 @@ mod tests {
             clear_due_time: true,
             ..Default::default()
         };
-        let fields: Vec<String> =
-            TaskUpdate::try_from(both).unwrap_err().fields().map(|(f, _)| f.to_owned()).collect();
+        let fields: Vec<String> = TaskUpdate::try_from(both).unwrap_err().fields().map(|(f, _)| f.to_owned()).collect();
         assert_eq!(fields, ["clear_due_time"]);
     }
 
     #[test]
     fn clear_due_time_alone_is_a_change() {
-        let request = pb::UpdateTaskRequest { id: Uuid::now_v7().to_string(), clear_due_time: true, ..Default::default() };
+        let request =
+            pb::UpdateTaskRequest { id: Uuid::now_v7().to_string(), clear_due_time: true, ..Default::default() };
         assert_eq!(TaskUpdate::try_from(request).unwrap().patch.due_time, Some(None));
     }
 }

@@ -90,11 +90,8 @@ impl Application {
         let gate = Gate { bearer: RequireBearer::new(keys), readiness: host.readiness() };
         let host = host.add_service(InterceptedService::new(api, gate));
 
-        let supervisor = tokio::spawn(todo_shared::server::supervise_database(
-            pool.clone(),
-            &store::MIGRATIONS,
-            host.readiness(),
-        ));
+        let supervisor =
+            tokio::spawn(todo_shared::server::supervise_database(pool.clone(), &store::MIGRATIONS, host.readiness()));
         tracing::info!(addr = %host.local_addr(), database = ?config.database, "task-service listening");
         Ok(Self { host, pool, supervisor })
     }

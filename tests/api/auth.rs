@@ -33,7 +33,13 @@ async fn sign_up_then_login_then_get_current_user(backend: Backend) {
     let auth = start_auth(backend).await;
     let mut client = auth_client(&auth).await;
 
-    let user = client.sign_up(sign_up("  Ada@Example.COM ", "correct horse battery")).await.unwrap().into_inner().user.unwrap();
+    let user = client
+        .sign_up(sign_up("  Ada@Example.COM ", "correct horse battery"))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
     assert_eq!(user.email, "ada@example.com");
     let id = uuid::Uuid::parse_str(&user.id).unwrap();
     assert!(user.create_time.is_some());
@@ -93,16 +99,24 @@ async fn duplicate_email_in_another_case_is_already_exists(backend: Backend) {
 
 async fn concurrent_duplicate_sign_ups_have_exactly_one_winner(backend: Backend) {
     let auth = start_auth(backend).await;
-    let attempts: Vec<_> = ["race@example.com", "RACE@example.com", "Race@Example.com", " race@EXAMPLE.com", "race@example.COM", "rAce@example.com"]
-        .into_iter()
-        .map(|email| {
-            let url = auth.url();
-            tokio::spawn(async move {
-                let mut client = todo_tests::pb::auth::v1::auth_service_client::AuthServiceClient::connect(url).await.unwrap();
-                client.sign_up(sign_up(email, "password123")).await.map(|_| ()).map_err(|s| s.code())
-            })
+    let attempts: Vec<_> = [
+        "race@example.com",
+        "RACE@example.com",
+        "Race@Example.com",
+        " race@EXAMPLE.com",
+        "race@example.COM",
+        "rAce@example.com",
+    ]
+    .into_iter()
+    .map(|email| {
+        let url = auth.url();
+        tokio::spawn(async move {
+            let mut client =
+                todo_tests::pb::auth::v1::auth_service_client::AuthServiceClient::connect(url).await.unwrap();
+            client.sign_up(sign_up(email, "password123")).await.map(|_| ()).map_err(|s| s.code())
         })
-        .collect();
+    })
+    .collect();
     let mut results = Vec::new();
     for attempt in attempts {
         results.push(attempt.await.unwrap());

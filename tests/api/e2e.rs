@@ -1,7 +1,9 @@
 //! Both services together: a token minted by auth-service opens task-service.
 
 use todo_tests::pb::auth::v1::{LoginRequest, SignUpRequest};
-use todo_tests::pb::task::v1::{CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, UpdateTaskRequest};
+use todo_tests::pb::task::v1::{
+    CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, UpdateTaskRequest,
+};
 use todo_tests::*;
 use tonic::Code;
 
@@ -13,10 +15,7 @@ async fn a_user_signs_up_logs_in_and_manages_tasks_with_the_minted_token(backend
     let mut accounts = auth_client(&auth).await;
     let mut client = task_client(&tasks).await;
 
-    accounts
-        .sign_up(SignUpRequest { email: "e2e@example.com".into(), password: "password123".into() })
-        .await
-        .unwrap();
+    accounts.sign_up(SignUpRequest { email: "e2e@example.com".into(), password: "password123".into() }).await.unwrap();
     let token = accounts
         .login(LoginRequest { email: "e2e@example.com".into(), password: "password123".into() })
         .await
@@ -28,7 +27,11 @@ async fn a_user_signs_up_logs_in_and_manages_tasks_with_the_minted_token(backend
     let created = client
         .create_task(bearer(
             &token,
-            CreateTaskRequest { title: "  Write the report ".into(), description: "by Friday".into(), due_time: Some(due) },
+            CreateTaskRequest {
+                title: "  Write the report ".into(),
+                description: "by Friday".into(),
+                due_time: Some(due),
+            },
         ))
         .await
         .unwrap()
@@ -44,7 +47,8 @@ async fn a_user_signs_up_logs_in_and_manages_tasks_with_the_minted_token(backend
     assert_eq!(created.create_time, created.update_time);
     assert!(!created.etag.is_empty());
 
-    let fetched = client.get_task(bearer(&token, GetTaskRequest { id: created.id.clone() })).await.unwrap().into_inner().task;
+    let fetched =
+        client.get_task(bearer(&token, GetTaskRequest { id: created.id.clone() })).await.unwrap().into_inner().task;
     assert_eq!(fetched.as_ref(), Some(&created));
 
     let listed = client.list_tasks(bearer(&token, ListTasksRequest::default())).await.unwrap().into_inner();
@@ -53,7 +57,10 @@ async fn a_user_signs_up_logs_in_and_manages_tasks_with_the_minted_token(backend
 
     // Toggle: complete, then reopen.
     let completed = client
-        .update_task(bearer(&token, UpdateTaskRequest { id: created.id.clone(), completed: Some(true), ..Default::default() }))
+        .update_task(bearer(
+            &token,
+            UpdateTaskRequest { id: created.id.clone(), completed: Some(true), ..Default::default() },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -69,7 +76,12 @@ async fn a_user_signs_up_logs_in_and_manages_tasks_with_the_minted_token(backend
     let reopened = client
         .update_task(bearer(
             &token,
-            UpdateTaskRequest { id: created.id.clone(), completed: Some(false), clear_due_time: true, ..Default::default() },
+            UpdateTaskRequest {
+                id: created.id.clone(),
+                completed: Some(false),
+                clear_due_time: true,
+                ..Default::default()
+            },
         ))
         .await
         .unwrap()
@@ -80,8 +92,12 @@ async fn a_user_signs_up_logs_in_and_manages_tasks_with_the_minted_token(backend
     assert_eq!(reopened.due_time, None);
     assert_eq!(tasks.db.scalar("SELECT version FROM tasks WHERE id = $1", Some(id)).await, 3);
 
-    client.delete_task(bearer(&token, DeleteTaskRequest { id: created.id.clone(), etag: String::new() })).await.unwrap();
+    client
+        .delete_task(bearer(&token, DeleteTaskRequest { id: created.id.clone(), etag: String::new() }))
+        .await
+        .unwrap();
     assert_eq!(tasks.db.scalar("SELECT count(*) FROM tasks", None).await, 0);
-    let again = client.delete_task(bearer(&token, DeleteTaskRequest { id: created.id.clone(), etag: String::new() })).await;
+    let again =
+        client.delete_task(bearer(&token, DeleteTaskRequest { id: created.id.clone(), etag: String::new() })).await;
     assert_eq!(again.unwrap_err().code(), Code::NotFound);
 }

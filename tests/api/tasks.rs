@@ -70,7 +70,12 @@ async fn create_many(running: &Running, who: &Caller, n: usize) -> Vec<String> {
 }
 
 /// Follows next_page_token to the end; returns the ids in the order received.
-async fn walk(client: &mut TaskServiceClient<Channel>, who: &Caller, page_size: i32, completed: Option<bool>) -> Vec<String> {
+async fn walk(
+    client: &mut TaskServiceClient<Channel>,
+    who: &Caller,
+    page_size: i32,
+    completed: Option<bool>,
+) -> Vec<String> {
     let mut ids = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -97,14 +102,18 @@ async fn another_user_can_neither_see_nor_change_a_task(backend: Backend) {
 
     let get = client.get_task(bearer(&bob.token, GetTaskRequest { id: task.id.clone() })).await.unwrap_err();
     let update = client
-        .update_task(bearer(&bob.token, UpdateTaskRequest { id: task.id.clone(), title: Some("pwned".into()), ..Default::default() }))
+        .update_task(bearer(
+            &bob.token,
+            UpdateTaskRequest { id: task.id.clone(), title: Some("pwned".into()), ..Default::default() },
+        ))
         .await
         .unwrap_err();
     let delete = client
         .delete_task(bearer(&bob.token, DeleteTaskRequest { id: task.id.clone(), etag: String::new() }))
         .await
         .unwrap_err();
-    let random = client.get_task(bearer(&bob.token, GetTaskRequest { id: Uuid::now_v7().to_string() })).await.unwrap_err();
+    let random =
+        client.get_task(bearer(&bob.token, GetTaskRequest { id: Uuid::now_v7().to_string() })).await.unwrap_err();
     for err in [&get, &update, &delete] {
         assert_eq!(err.code(), Code::NotFound);
         // Byte for byte what a task that does not exist gives: existence does not leak.
@@ -129,14 +138,23 @@ async fn every_rpc_refuses_bad_tokens_and_writes_nothing(backend: Backend) {
 
     for (label, authorization) in bad_authorizations(owner.id) {
         let results = [
-            client.create_task(authorized(&authorization, CreateTaskRequest { title: "x".into(), ..Default::default() })).await.map(drop),
+            client
+                .create_task(authorized(&authorization, CreateTaskRequest { title: "x".into(), ..Default::default() }))
+                .await
+                .map(drop),
             client.get_task(authorized(&authorization, GetTaskRequest { id: task.id.clone() })).await.map(drop),
             client.list_tasks(authorized(&authorization, ListTasksRequest::default())).await.map(drop),
             client
-                .update_task(authorized(&authorization, UpdateTaskRequest { id: task.id.clone(), completed: Some(true), ..Default::default() }))
+                .update_task(authorized(
+                    &authorization,
+                    UpdateTaskRequest { id: task.id.clone(), completed: Some(true), ..Default::default() },
+                ))
                 .await
                 .map(drop),
-            client.delete_task(authorized(&authorization, DeleteTaskRequest { id: task.id.clone(), etag: String::new() })).await.map(drop),
+            client
+                .delete_task(authorized(&authorization, DeleteTaskRequest { id: task.id.clone(), etag: String::new() }))
+                .await
+                .map(drop),
         ];
         for (rpc, result) in results.into_iter().enumerate() {
             let err = result.expect_err(label);
@@ -163,12 +181,13 @@ async fn paging_through_a_thousand_tasks_returns_each_exactly_once(backend: Back
     }
 
     // Newest first, ties broken by id: the order is total and the same on every walk.
-    let full = client.list_tasks(bearer(&owner.token, ListTasksRequest { page_size: 500, ..Default::default() })).await.unwrap().into_inner();
-    let keys: Vec<_> = full
-        .tasks
-        .iter()
-        .map(|t| (t.create_time.as_ref().map(|c| (c.seconds, c.nanos)), t.id.clone()))
-        .collect();
+    let full = client
+        .list_tasks(bearer(&owner.token, ListTasksRequest { page_size: 500, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<_> =
+        full.tasks.iter().map(|t| (t.create_time.as_ref().map(|c| (c.seconds, c.nanos)), t.id.clone())).collect();
     let mut sorted = keys.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(keys, sorted);
@@ -187,7 +206,10 @@ async fn paging_stays_exact_while_tasks_are_inserted_and_deleted(backend: Backen
     let token = owner.token.clone();
     let churn = tokio::spawn(async move {
         for (i, id) in deletable.into_iter().enumerate() {
-            writer.create_task(bearer(&token, CreateTaskRequest { title: format!("new {i}"), ..Default::default() })).await.unwrap();
+            writer
+                .create_task(bearer(&token, CreateTaskRequest { title: format!("new {i}"), ..Default::default() }))
+                .await
+                .unwrap();
             writer.delete_task(bearer(&token, DeleteTaskRequest { id, etag: String::new() })).await.unwrap();
         }
     });
@@ -299,7 +321,11 @@ async fn each_invalid_request_class_names_its_field(backend: Backend) {
         ),
         (
             "bad due_time nanos",
-            CreateTaskRequest { title: "ok".into(), due_time: Some(prost_types::Timestamp { seconds: 0, nanos: -5 }), ..Default::default() },
+            CreateTaskRequest {
+                title: "ok".into(),
+                due_time: Some(prost_types::Timestamp { seconds: 0, nanos: -5 }),
+                ..Default::default()
+            },
             vec!["due_time"],
         ),
     ];
@@ -309,7 +335,10 @@ async fn each_invalid_request_class_names_its_field(backend: Backend) {
         assert_eq!(violated_fields(&err), fields, "{label}");
     }
 
-    let empty_update = client.update_task(bearer(token, UpdateTaskRequest { id: task.id.clone(), ..Default::default() })).await.unwrap_err();
+    let empty_update = client
+        .update_task(bearer(token, UpdateTaskRequest { id: task.id.clone(), ..Default::default() }))
+        .await
+        .unwrap_err();
     assert_eq!(empty_update.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&empty_update), ["update"]);
     let blank_title = UpdateTaskRequest { id: task.id.clone(), title: Some("  ".into()), ..Default::default() };
@@ -318,10 +347,16 @@ async fn each_invalid_request_class_names_its_field(backend: Backend) {
     for malformed in ["", "not-a-uuid", "123", "0192f0c1-7b5e-7c3a-9d4e"] {
         let get = client.get_task(bearer(token, GetTaskRequest { id: malformed.into() })).await.unwrap_err();
         let update = client
-            .update_task(bearer(token, UpdateTaskRequest { id: malformed.into(), completed: Some(true), ..Default::default() }))
+            .update_task(bearer(
+                token,
+                UpdateTaskRequest { id: malformed.into(), completed: Some(true), ..Default::default() },
+            ))
             .await
             .unwrap_err();
-        let delete = client.delete_task(bearer(token, DeleteTaskRequest { id: malformed.into(), etag: String::new() })).await.unwrap_err();
+        let delete = client
+            .delete_task(bearer(token, DeleteTaskRequest { id: malformed.into(), etag: String::new() }))
+            .await
+            .unwrap_err();
         for err in [get, update, delete] {
             assert_eq!(err.code(), Code::InvalidArgument, "{malformed:?}");
             assert_eq!(violated_fields(&err), ["id"], "{malformed:?}");
@@ -356,7 +391,11 @@ async fn concurrent_updates_with_the_same_etag_have_one_winner(backend: Backend)
             let token = owner.token.clone();
             tokio::spawn(async move {
                 let mut client = TaskServiceClient::connect(url).await.unwrap();
-                client.update_task(bearer(&token, request)).await.map(|r| r.into_inner().task.unwrap()).map_err(|s| s.code())
+                client
+                    .update_task(bearer(&token, request))
+                    .await
+                    .map(|r| r.into_inner().task.unwrap())
+                    .map_err(|s| s.code())
             })
         })
         .collect();
@@ -373,9 +412,15 @@ async fn concurrent_updates_with_the_same_etag_have_one_winner(backend: Backend)
     assert_eq!(tasks.db.text("SELECT title FROM tasks WHERE id = $1", id).await, winners[0].title);
 
     // The winner's etag is the current one and works; the stale one keeps failing.
-    let stale = UpdateTaskRequest { id: task.id.clone(), completed: Some(true), etag: task.etag.clone(), ..Default::default() };
+    let stale =
+        UpdateTaskRequest { id: task.id.clone(), completed: Some(true), etag: task.etag.clone(), ..Default::default() };
     assert_eq!(client.update_task(bearer(&owner.token, stale)).await.unwrap_err().code(), Code::Aborted);
-    let fresh = UpdateTaskRequest { id: task.id.clone(), completed: Some(true), etag: winners[0].etag.clone(), ..Default::default() };
+    let fresh = UpdateTaskRequest {
+        id: task.id.clone(),
+        completed: Some(true),
+        etag: winners[0].etag.clone(),
+        ..Default::default()
+    };
     client.update_task(bearer(&owner.token, fresh)).await.unwrap();
 }
 
@@ -388,10 +433,16 @@ async fn stale_etag_on_delete_is_aborted_and_deletes_nothing(backend: Backend) {
     let updated = client.update_task(bearer(&owner.token, update)).await.unwrap().into_inner().task.unwrap();
 
     for etag in [task.etag.clone(), "bogus".to_owned()] {
-        let err = client.delete_task(bearer(&owner.token, DeleteTaskRequest { id: task.id.clone(), etag })).await.unwrap_err();
+        let err = client
+            .delete_task(bearer(&owner.token, DeleteTaskRequest { id: task.id.clone(), etag }))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Aborted);
     }
     assert_eq!(tasks.db.scalar("SELECT count(*) FROM tasks", None).await, 1);
-    client.delete_task(bearer(&owner.token, DeleteTaskRequest { id: task.id.clone(), etag: updated.etag })).await.unwrap();
+    client
+        .delete_task(bearer(&owner.token, DeleteTaskRequest { id: task.id.clone(), etag: updated.etag }))
+        .await
+        .unwrap();
     assert_eq!(tasks.db.scalar("SELECT count(*) FROM tasks", None).await, 0);
 }

@@ -23,9 +23,9 @@ use todo_shared::pb::auth::v1::auth_service_client::AuthServiceClient;
 use todo_shared::pb::task::v1::task_service_client::TaskServiceClient;
 use todo_shared::token::{JwtSecret, TokenKeys};
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 pub use todo_shared::pb;
 
@@ -84,7 +84,7 @@ pub struct TestDb {
 }
 
 enum Cleanup {
-    Postgres { admin: PgConnectOptions, name: String },
+    Postgres { admin: Box<PgConnectOptions>, name: String },
     Sqlite { dir: PathBuf },
 }
 
@@ -103,7 +103,7 @@ impl TestDb {
                     .expect("CREATE DATABASE failed");
                 let url = DatabaseUrl::Postgres(admin.clone().database(&name));
                 let pool = Pool::connect_lazy(&url, &PoolSettings::default()).expect("pool");
-                Self { url, pool, cleanup: Cleanup::Postgres { admin, name } }
+                Self { url, pool, cleanup: Cleanup::Postgres { admin: Box::new(admin), name } }
             }
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(format!("todo-test-{}", uuid::Uuid::new_v4().simple()));
@@ -168,7 +168,7 @@ impl Drop for TestDb {
             Cleanup::Postgres { admin, name } => {
                 // Drop runs inside the test's runtime, which cannot block on async work: use a
                 // thread with a runtime of its own. FORCE ends the services' open connections.
-                let admin = admin.clone();
+                let admin = (**admin).clone();
                 let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
                 let dropped = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -288,11 +288,8 @@ pub async fn start_tasks(backend: Backend) -> Running {
 /// Follows the health Watch stream until `service` is SERVING (migrations done, database up).
 pub async fn wait_until_serving(running: &Running, service: &str) {
     let mut health = HealthClient::new(running.channel().await);
-    let mut stream = health
-        .watch(HealthCheckRequest { service: service.to_owned() })
-        .await
-        .expect("health watch")
-        .into_inner();
+    let mut stream =
+        health.watch(HealthCheckRequest { service: service.to_owned() }).await.expect("health watch").into_inner();
     let wait = async {
         while let Some(update) = stream.message().await.expect("health stream") {
             if update.status == ServingStatus::Serving as i32 {
@@ -401,7 +398,10 @@ pub fn bad_authorizations(user: uuid::Uuid) -> Vec<(&'static str, Option<String>
         ("expired token", Some(format!("Bearer {}", forge("HS256", &expired, Some(secret))))),
         (
             "token signed with another secret",
-            Some(format!("Bearer {}", forge("HS256", &claims_for(user), Some(b"another-secret-another-secret-another")))),
+            Some(format!(
+                "Bearer {}",
+                forge("HS256", &claims_for(user), Some(b"another-secret-another-secret-another"))
+            )),
         ),
         ("alg none", Some(format!("Bearer {}", forge("none", &claims_for(user), None)))),
         ("HS512 token", Some(format!("Bearer {hs512}"))),

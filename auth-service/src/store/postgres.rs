@@ -18,31 +18,21 @@ impl PgUserStore {
 }
 
 fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        created_at: row.try_get("created_at")?,
-    })
+    Ok(User { id: row.try_get("id")?, email: row.try_get("email")?, created_at: row.try_get("created_at")? })
 }
 
 #[tonic::async_trait]
 impl UserStore for PgUserStore {
     async fn create_user(&self, user: NewUser) -> Result<User, Error> {
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(user.id)
-        .bind(user.email.as_str())
-        .bind(&user.password_hash)
-        .bind(user.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(map_insert_error)?;
-        Ok(User {
-            id: user.id,
-            email: user.email.as_str().to_owned(),
-            created_at: user.created_at,
-        })
+        sqlx::query("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
+            .bind(user.id)
+            .bind(user.email.as_str())
+            .bind(&user.password_hash)
+            .bind(user.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_insert_error)?;
+        Ok(User { id: user.id, email: user.email.as_str().to_owned(), created_at: user.created_at })
     }
 
     async fn find_credentials(&self, email: &str) -> Result<Option<StoredCredentials>, Error> {
@@ -52,10 +42,9 @@ impl UserStore for PgUserStore {
             .await?;
         Ok(match row {
             None => None,
-            Some(row) => Some(StoredCredentials {
-                user: user_from_row(&row)?,
-                password_hash: row.try_get("password_hash")?,
-            }),
+            Some(row) => {
+                Some(StoredCredentials { user: user_from_row(&row)?, password_hash: row.try_get("password_hash")? })
+            }
         })
     }
 

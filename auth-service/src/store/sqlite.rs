@@ -30,21 +30,15 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
 #[tonic::async_trait]
 impl UserStore for SqliteUserStore {
     async fn create_user(&self, user: NewUser) -> Result<User, Error> {
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(user.id)
-        .bind(user.email.as_str())
-        .bind(&user.password_hash)
-        .bind(to_unix_micros(user.created_at))
-        .execute(&self.pool)
-        .await
-        .map_err(map_insert_error)?;
-        Ok(User {
-            id: user.id,
-            email: user.email.as_str().to_owned(),
-            created_at: user.created_at,
-        })
+        sqlx::query("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
+            .bind(user.id)
+            .bind(user.email.as_str())
+            .bind(&user.password_hash)
+            .bind(to_unix_micros(user.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(map_insert_error)?;
+        Ok(User { id: user.id, email: user.email.as_str().to_owned(), created_at: user.created_at })
     }
 
     async fn find_credentials(&self, email: &str) -> Result<Option<StoredCredentials>, Error> {
@@ -54,10 +48,9 @@ impl UserStore for SqliteUserStore {
             .await?;
         Ok(match row {
             None => None,
-            Some(row) => Some(StoredCredentials {
-                user: user_from_row(&row)?,
-                password_hash: row.try_get("password_hash")?,
-            }),
+            Some(row) => {
+                Some(StoredCredentials { user: user_from_row(&row)?, password_hash: row.try_get("password_hash")? })
+            }
         })
     }
 

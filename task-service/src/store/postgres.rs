@@ -62,9 +62,7 @@ impl TaskStore for PgTaskStore {
     }
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error> {
-        let sql = concat!(
-            "SELECT ",
-            task_columns!(), " FROM tasks WHERE id = $1 AND user_id = $2");
+        let sql = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1 AND user_id = $2");
         let row = sqlx::query(sql).bind(id).bind(user_id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(task_from_row).transpose()?)
     }
@@ -75,8 +73,8 @@ impl TaskStore for PgTaskStore {
         let rows = match query.after {
             None => {
                 let sql = concat!(
-            "SELECT ",
-            task_columns!(),
+                    "SELECT ",
+                    task_columns!(),
                     " FROM tasks WHERE user_id = $1 AND ($2::boolean IS NULL OR completed = $2) \
                      ORDER BY created_at DESC, id DESC LIMIT $3"
                 );
@@ -90,8 +88,8 @@ impl TaskStore for PgTaskStore {
             Some(cursor) => {
                 let after = from_unix_micros(cursor.created_at_micros).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                 let sql = concat!(
-            "SELECT ",
-            task_columns!(),
+                    "SELECT ",
+                    task_columns!(),
                     " FROM tasks WHERE user_id = $1 AND ($2::boolean IS NULL OR completed = $2) \
                      AND (created_at, id) < ($4, $5) \
                      ORDER BY created_at DESC, id DESC LIMIT $3"
@@ -141,19 +139,14 @@ impl TaskStore for PgTaskStore {
     }
 
     async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
-        let deleted = sqlx::query(
-            "DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint IS NULL OR version = $3)",
-        )
-        .bind(id)
-        .bind(user_id)
-        .bind(expected_version)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if deleted == 1 {
-            Ok(())
-        } else {
-            Err(no_row_error(self.current_version(user_id, id).await?))
-        }
+        let deleted =
+            sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint IS NULL OR version = $3)")
+                .bind(id)
+                .bind(user_id)
+                .bind(expected_version)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        if deleted == 1 { Ok(()) } else { Err(no_row_error(self.current_version(user_id, id).await?)) }
     }
 }

@@ -136,10 +136,6 @@ impl TaskStore for SqliteTaskStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        if deleted == 1 {
-            Ok(())
-        } else {
-            Err(no_row_error(self.current_version(user_id, id).await?))
-        }
+        if deleted == 1 { Ok(()) } else { Err(no_row_error(self.current_version(user_id, id).await?)) }
     }
 }
