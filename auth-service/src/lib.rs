@@ -54,8 +54,6 @@ impl StartError {
 
 pub struct Application {
     host: GrpcHost,
-    pool: Pool,
-    supervisor: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -73,12 +71,10 @@ impl Application {
         let accounts = Arc::new(Accounts::new(store::for_pool(&pool), hasher, keys, config.access_token_ttl));
         let api = AuthServiceServer::new(AuthApi::new(accounts)).max_decoding_message_size(MAX_REQUEST_BYTES);
         let gate = ReadyGate(host.readiness());
-        let host = host.add_service(InterceptedService::new(api, gate));
+        let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 
-        let supervisor =
-            tokio::spawn(todo_shared::server::supervise_database(pool.clone(), &store::MIGRATIONS, host.readiness()));
         tracing::info!(addr = %host.local_addr(), database = ?config.database, "auth-service listening");
-        Ok(Self { host, pool, supervisor })
+        Ok(Self { host })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -89,11 +85,8 @@ impl Application {
         self.host.readiness()
     }
 
-    /// Serves until `shutdown` resolves, then drains and closes the pool.
+    /// Serves until `shutdown` resolves, then drains and closes the database pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
-        let result = self.host.serve(shutdown).await;
-        self.supervisor.abort();
-        self.pool.close().await;
-        result
+        self.host.serve(shutdown).await
     }
 }

@@ -150,6 +150,8 @@ pub struct GrpcHost {
     readiness: Readiness,
     routes: RoutesBuilder,
     drain_timeout: Duration,
+    /// The service's pool and the task that migrates and watches it.
+    database: Option<(Pool, tokio::task::JoinHandle<()>)>,
 }
 
 impl GrpcHost {
@@ -176,7 +178,7 @@ impl GrpcHost {
         let mut routes = Routes::builder();
         routes.add_service(health_service);
         add_reflection(&mut routes);
-        Ok(Self { listener, local_addr, readiness, routes, drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT })
+        Ok(Self { listener, local_addr, readiness, routes, drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT, database: None })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -189,6 +191,14 @@ impl GrpcHost {
 
     pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> Self {
         self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// Migrates `pool` (retrying until the database answers) and keeps readiness in step with
+    /// it, in the background; the pool is closed when the server stops.
+    pub fn supervise_database(mut self, pool: Pool, migrations: &'static Migrations) -> Self {
+        let supervisor = tokio::spawn(supervise_database(pool.clone(), migrations, self.readiness()));
+        self.database = Some((pool, supervisor));
         self
     }
 
@@ -232,6 +242,7 @@ impl GrpcHost {
             .serve_with_incoming_shutdown(incoming, signal);
 
         let drain_timeout = self.drain_timeout;
+        let database = self.database;
         tokio::pin!(server);
         let deadline = async move {
             if drain_rx.await.is_ok() {
@@ -240,13 +251,18 @@ impl GrpcHost {
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             result = &mut server => result,
             () = deadline => {
                 tracing::warn!(drain_timeout_ms = drain_timeout.as_millis() as u64, "drain deadline passed; abandoning calls still in flight");
                 Ok(())
             }
+        };
+        if let Some((pool, supervisor)) = database {
+            supervisor.abort();
+            pool.close().await;
         }
+        result
     }
 }
 

@@ -71,8 +71,6 @@ impl Interceptor for Gate {
 
 pub struct Application {
     host: GrpcHost,
-    pool: Pool,
-    supervisor: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -88,12 +86,10 @@ impl Application {
         let tasks = Arc::new(Tasks::new(store::for_pool(&pool), page_tokens));
         let api = TaskServiceServer::new(TaskApi::new(tasks)).max_decoding_message_size(MAX_REQUEST_BYTES);
         let gate = Gate { bearer: RequireBearer::new(keys), readiness: host.readiness() };
-        let host = host.add_service(InterceptedService::new(api, gate));
+        let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 
-        let supervisor =
-            tokio::spawn(todo_shared::server::supervise_database(pool.clone(), &store::MIGRATIONS, host.readiness()));
         tracing::info!(addr = %host.local_addr(), database = ?config.database, "task-service listening");
-        Ok(Self { host, pool, supervisor })
+        Ok(Self { host })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -105,9 +101,6 @@ impl Application {
     }
 
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
-        let result = self.host.serve(shutdown).await;
-        self.supervisor.abort();
-        self.pool.close().await;
-        result
+        self.host.serve(shutdown).await
     }
 }

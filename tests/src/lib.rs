@@ -250,17 +250,28 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
     }
 }
 
-/// Starts auth-service with `config` and waits until its health says SERVING.
-pub async fn start_auth_with(config: auth_service::Config, db: TestDb) -> Running {
-    let app = auth_service::Application::build(config).await.expect("auth-service starts");
-    let addr = app.local_addr();
+/// Runs a built service in the background until the returned [`Running`] is dropped, and
+/// waits until its health says SERVING.
+async fn run_in_background<F>(
+    addr: SocketAddr,
+    db: TestDb,
+    run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
+) -> Running
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+{
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(run(stopped));
     let running = Running { addr, db, stop: Some(stop) };
     wait_until_serving(&running, "").await;
     running
+}
+
+/// Starts auth-service with `config` and waits until it is SERVING.
+pub async fn start_auth_with(config: auth_service::Config, db: TestDb) -> Running {
+    let app = auth_service::Application::build(config).await.expect("auth-service starts");
+    let addr = app.local_addr();
+    run_in_background(addr, db, |stopped| app.run_until(async move { drop(stopped.await) })).await
 }
 
 pub async fn start_auth(backend: Backend) -> Running {
@@ -271,13 +282,7 @@ pub async fn start_auth(backend: Backend) -> Running {
 pub async fn start_tasks_with(config: task_service::Config, db: TestDb) -> Running {
     let app = task_service::Application::build(config).await.expect("task-service starts");
     let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let running = Running { addr, db, stop: Some(stop) };
-    wait_until_serving(&running, "").await;
-    running
+    run_in_background(addr, db, |stopped| app.run_until(async move { drop(stopped.await) })).await
 }
 
 pub async fn start_tasks(backend: Backend) -> Running {
