@@ -64,7 +64,7 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
     /// Feeds the worker threads; they exit when the hasher (and so this sender) is dropped.
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     running: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
     max_wait: Duration,
@@ -105,7 +105,7 @@ impl PasswordHasher {
         }
         Ok(Self {
             argon2,
-            jobs: Mutex::new(jobs),
+            jobs,
             running: Arc::new(Semaphore::new(max_in_flight)),
             admitted: Arc::new(Semaphore::new(max_in_flight + limits.max_queued)),
             max_wait: limits.max_wait,
@@ -161,11 +161,7 @@ impl PasswordHasher {
             let _running = running;
             let _ = done.send(span.in_scope(work));
         });
-        self.jobs
-            .lock()
-            .map_err(|_| Error::Hashing("hashing threads poisoned".to_owned()))?
-            .send(job)
-            .map_err(|_| Error::Hashing("hashing threads stopped".to_owned()))?;
+        self.jobs.send(job).map_err(|_| Error::Hashing("hashing threads stopped".to_owned()))?;
         result.await.map_err(|_| Error::Hashing("hashing thread panicked".to_owned()))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -265,11 +265,6 @@ pub fn status_for(err: &sqlx::Error) -> Status {
             Status::internal("internal error")
         }
     }
-}
-
-/// A directory for SQLite files, relative to the working directory.
-pub fn default_data_dir() -> PathBuf {
-    PathBuf::from("data")
 }
 
 #[cfg(test)]

@@ -52,13 +52,16 @@ impl Readiness {
         }
     }
 
+    /// Publishes only on a change: every publish wakes every `Health/Watch` stream, and the
+    /// supervisor reports the database's state every second.
     pub async fn set_database_up(&self, up: bool) {
-        if self.inner.database_up.swap(up, Ordering::AcqRel) != up {
-            if up {
-                tracing::info!("database reachable: serving");
-            } else {
-                tracing::warn!("database unreachable: not serving");
-            }
+        if self.inner.database_up.swap(up, Ordering::AcqRel) == up {
+            return;
+        }
+        if up {
+            tracing::info!("database reachable: serving");
+        } else {
+            tracing::warn!("database unreachable: not serving");
         }
         self.publish().await;
     }
