@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use todo_shared::config::{ConfigError, Env, LogFilter, TokenConfig};
+use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 
 use crate::password::HashLimits;
@@ -21,6 +22,8 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// `RUST_LOG`, default `info`.
     pub log_filter: LogFilter,
+    /// `CORS_ALLOWED_ORIGINS`, default none.
+    pub cors: AllowedOrigins,
     /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores.
     pub hashing: HashLimits,
     pub drain_timeout: Duration,
@@ -48,6 +51,7 @@ impl Config {
             token: env.token_config()?,
             access_token_ttl: env.seconds("ACCESS_TOKEN_TTL", Self::DEFAULT_TOKEN_TTL, 1..=Self::MAX_TOKEN_TTL_SECS)?,
             log_filter: env.log_filter()?,
+            cors: env.cors_origins()?,
             hashing,
             drain_timeout: todo_shared::server::GrpcHost::DEFAULT_DRAIN_TIMEOUT,
         })

@@ -66,7 +66,8 @@ impl Application {
         let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
-            .with_drain_timeout(config.drain_timeout);
+            .with_drain_timeout(config.drain_timeout)
+            .with_cors(config.cors.clone());
 
         let accounts = Arc::new(Accounts::new(store::for_pool(&pool), hasher, keys, config.access_token_ttl));
         let api = AuthServiceServer::new(AuthApi::new(accounts)).max_decoding_message_size(MAX_REQUEST_BYTES);

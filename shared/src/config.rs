@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::cors::AllowedOrigins;
 use crate::db::DatabaseUrl;
 use crate::token::JwtSecret;
 
@@ -49,6 +50,13 @@ impl Env {
         let map: HashMap<String, OsString> =
             pairs.into_iter().map(|(k, v)| (k.to_owned(), OsString::from(v))).collect();
         Self { lookup: Box::new(move |name| map.get(name).cloned()) }
+    }
+
+    /// The process environment, with `overrides` taking precedence (for launchers that pick
+    /// some values themselves).
+    pub fn process_with(overrides: impl IntoIterator<Item = (&'static str, String)>) -> Self {
+        let map: HashMap<&'static str, OsString> = overrides.into_iter().map(|(k, v)| (k, OsString::from(v))).collect();
+        Self { lookup: Box::new(move |name| map.get(name).cloned().or_else(|| std::env::var_os(name))) }
     }
 
     /// The variable's value; `None` when it is unset or blank.
@@ -103,6 +111,14 @@ impl Env {
         match self.get("DATABASE_URL")? {
             None => Ok(DatabaseUrl::sqlite_file(default_sqlite_file)),
             Some(raw) => DatabaseUrl::parse(raw.trim()).map_err(|reason| ConfigError::new("DATABASE_URL", reason)),
+        }
+    }
+
+    /// `CORS_ALLOWED_ORIGINS`: which browser origins may call the service; none when unset.
+    pub fn cors_origins(&self) -> Result<AllowedOrigins, ConfigError> {
+        match self.get("CORS_ALLOWED_ORIGINS")? {
+            None => Ok(AllowedOrigins::none()),
+            Some(raw) => AllowedOrigins::parse(&raw).map_err(|reason| ConfigError::new("CORS_ALLOWED_ORIGINS", reason)),
         }
     }
 

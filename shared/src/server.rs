@@ -18,6 +18,7 @@ use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::cors::AllowedOrigins;
 use crate::db::{Migrations, Pool};
 use crate::telemetry::RpcTraceLayer;
 
@@ -153,6 +154,7 @@ pub struct GrpcHost {
     readiness: Readiness,
     routes: RoutesBuilder,
     drain_timeout: Duration,
+    cors: AllowedOrigins,
     /// The service's pool and the task that migrates and watches it.
     database: Option<(Pool, tokio::task::JoinHandle<()>)>,
 }
@@ -181,7 +183,15 @@ impl GrpcHost {
         let mut routes = Routes::builder();
         routes.add_service(health_service);
         add_reflection(&mut routes);
-        Ok(Self { listener, local_addr, readiness, routes, drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT, database: None })
+        Ok(Self {
+            listener,
+            local_addr,
+            readiness,
+            routes,
+            drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
+            cors: AllowedOrigins::none(),
+            database: None,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -194,6 +204,12 @@ impl GrpcHost {
 
     pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> Self {
         self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// Browser origins allowed to call through gRPC-web (none by default).
+    pub fn with_cors(mut self, origins: AllowedOrigins) -> Self {
+        self.cors = origins;
         self
     }
 
@@ -239,6 +255,8 @@ impl GrpcHost {
             // Detects dead peers (a client that vanished without closing) within ~40 s.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // Outermost, so a preflight is answered before the token or readiness checks.
+            .layer(self.cors.layer())
             .layer(RpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_routes(self.routes.routes())

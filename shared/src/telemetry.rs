@@ -17,7 +17,9 @@ pub fn init(filter: &LogFilter) {
         .parse(filter.as_str())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LogFilter::DEFAULT));
     // `try_init` fails only when a subscriber is already installed, which is fine.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    // Colour only for a person watching; escape codes in a log file or collector are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
 }
 
 /// Tower layer that wraps every request in an `rpc` span and logs its outcome.

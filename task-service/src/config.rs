@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use todo_shared::config::{ConfigError, Env, LogFilter, TokenConfig};
+use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 
 #[derive(Debug, Clone)]
@@ -17,6 +18,8 @@ pub struct Config {
     pub token: TokenConfig,
     /// `RUST_LOG`, default `info`.
     pub log_filter: LogFilter,
+    /// `CORS_ALLOWED_ORIGINS`, default none.
+    pub cors: AllowedOrigins,
     pub drain_timeout: Duration,
 }
 
@@ -31,6 +34,7 @@ impl Config {
             pool: PoolSettings::default(),
             token: env.token_config()?,
             log_filter: env.log_filter()?,
+            cors: env.cors_origins()?,
             drain_timeout: todo_shared::server::GrpcHost::DEFAULT_DRAIN_TIMEOUT,
         })
     }

@@ -81,7 +81,8 @@ impl Application {
         let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
-            .with_drain_timeout(config.drain_timeout);
+            .with_drain_timeout(config.drain_timeout)
+            .with_cors(config.cors.clone());
 
         let tasks = Arc::new(Tasks::new(store::for_pool(&pool), page_tokens));
         let api = TaskServiceServer::new(TaskApi::new(tasks)).max_decoding_message_size(MAX_REQUEST_BYTES);

@@ -18,6 +18,7 @@ use sha2::Sha256;
 use sqlx::ConnectOptions as _;
 use sqlx::postgres::PgConnectOptions;
 use todo_shared::config::{LogFilter, TokenConfig};
+use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, Pool, PoolSettings};
 use todo_shared::pb::auth::v1::auth_service_client::AuthServiceClient;
 use todo_shared::pb::task::v1::task_service_client::TaskServiceClient;
@@ -33,6 +34,8 @@ pub use todo_shared::pb;
 pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
 pub const ISSUER: &str = TokenConfig::DEFAULT_ISSUER;
 pub const AUDIENCE: &str = TokenConfig::DEFAULT_AUDIENCE;
+/// The browser origin the test servers allow through CORS.
+pub const WEB_ORIGIN: &str = "https://app.example.test";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -234,6 +237,7 @@ pub fn auth_config(db: &TestDb) -> auth_service::Config {
         token: token_config(),
         access_token_ttl: auth_service::Config::DEFAULT_TOKEN_TTL,
         log_filter: LogFilter::default(),
+        cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
         hashing: auth_service::password::HashLimits::default(),
         drain_timeout: Duration::from_secs(5),
     }
@@ -246,6 +250,7 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
         pool: PoolSettings::default(),
         token: token_config(),
         log_filter: LogFilter::default(),
+        cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
         drain_timeout: Duration::from_secs(5),
     }
 }
