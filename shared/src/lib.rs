@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod db;
+pub mod health;
 pub mod server;
 pub mod telemetry;
 pub mod timestamp;

@@ -15,8 +15,7 @@ use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::cors::AllowedOrigins;
 use crate::db::{Migrations, Pool};
@@ -33,8 +32,17 @@ pub struct Readiness {
 struct ReadinessInner {
     database_up: AtomicBool,
     shutting_down: AtomicBool,
-    reporter: HealthReporter,
+    /// What health reports; changes wake every `Health/Watch` stream.
+    published: tokio::sync::watch::Sender<Published>,
     service_name: &'static str,
+}
+
+/// The state `Health/Watch` streams follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub serving: bool,
+    /// Final: watchers send NOT_SERVING and end their stream.
+    pub shutting_down: bool,
 }
 
 impl Readiness {
@@ -55,7 +63,7 @@ impl Readiness {
 
     /// Publishes only on a change: every publish wakes every `Health/Watch` stream, and the
     /// supervisor reports the database's state every second.
-    pub async fn set_database_up(&self, up: bool) {
+    pub fn set_database_up(&self, up: bool) {
         if self.inner.database_up.swap(up, Ordering::AcqRel) == up {
             return;
         }
@@ -64,20 +72,32 @@ impl Readiness {
         } else {
             tracing::warn!("database unreachable: not serving");
         }
-        self.publish().await;
+        self.publish();
     }
 
     /// Flips health to NOT_SERVING for good.
-    pub async fn begin_shutdown(&self) {
+    pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
-        self.publish().await;
+        self.publish();
     }
 
-    async fn publish(&self) {
-        let status = if self.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing };
-        for name in ["", self.inner.service_name] {
-            self.inner.reporter.set_service_status(name, status).await;
-        }
+    pub fn service_name(&self) -> &'static str {
+        self.inner.service_name
+    }
+
+    pub fn serving_status(&self) -> ServingStatus {
+        if self.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing }
+    }
+
+    /// The published state, for `Health/Watch`.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Published> {
+        self.inner.published.subscribe()
+    }
+
+    fn publish(&self) {
+        let next =
+            Published { serving: self.is_ready(), shutting_down: self.inner.shutting_down.load(Ordering::Acquire) };
+        self.inner.published.send_if_modified(|current| std::mem::replace(current, next) != next);
     }
 }
 
@@ -112,14 +132,14 @@ pub async fn supervise_database(pool: Pool, migrations: &'static Migrations, rea
             }
         }
     }
-    readiness.set_database_up(true).await;
+    readiness.set_database_up(true);
 
     let mut ticker = tokio::time::interval(PING_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let up = matches!(tokio::time::timeout(PING_TIMEOUT, pool.ping()).await, Ok(Ok(())));
-        readiness.set_database_up(up).await;
+        readiness.set_database_up(up);
     }
 }
 
@@ -169,16 +189,16 @@ impl GrpcHost {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
 
-        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let (published, _) = tokio::sync::watch::channel(Published { serving: false, shutting_down: false });
         let readiness = Readiness {
             inner: Arc::new(ReadinessInner {
                 database_up: AtomicBool::new(false),
                 shutting_down: AtomicBool::new(false),
-                reporter,
+                published,
                 service_name,
             }),
         };
-        readiness.publish().await;
+        let health_service = crate::health::HealthApi::server(readiness.clone());
 
         let mut routes = Routes::builder();
         routes.add_service(health_service);
@@ -244,7 +264,7 @@ impl GrpcHost {
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
-            readiness.begin_shutdown().await;
+            readiness.begin_shutdown();
             let _ = drain_tx.send(());
         };
 

@@ -4,9 +4,6 @@ use argon2::PasswordHasher as _;
 use todo_tests::pb::auth::v1::{GetCurrentUserRequest, LoginRequest, SignUpRequest};
 use todo_tests::*;
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 on_both_backends!(
     sign_up_then_login_then_get_current_user,
@@ -18,7 +15,6 @@ on_both_backends!(
     bad_tokens_are_unauthenticated_for_get_current_user,
     token_of_a_deleted_user_is_rejected,
     weaker_password_hash_is_upgraded_on_login,
-    health_is_serving_for_the_server_and_the_service,
 );
 
 fn sign_up(email: &str, password: &str) -> SignUpRequest {
@@ -223,15 +219,4 @@ async fn weaker_password_hash_is_upgraded_on_login(backend: Backend) {
     let upgraded = auth.db.text("SELECT password_hash FROM users WHERE id = $1", id).await;
     assert!(upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{upgraded}");
     client.login(login("legacy@example.com", "password123")).await.unwrap();
-}
-
-async fn health_is_serving_for_the_server_and_the_service(backend: Backend) {
-    let auth = start_auth(backend).await;
-    let mut health = HealthClient::new(auth.channel().await);
-    for service in ["", auth_service::SERVICE_NAME] {
-        let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
-        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
-    }
-    let unknown = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await.unwrap_err();
-    assert_eq!(unknown.code(), Code::NotFound);
 }

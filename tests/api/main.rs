@@ -2,4 +2,6 @@
 
 mod auth;
 mod e2e;
+mod health;
 mod tasks;
+mod web;

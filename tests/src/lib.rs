@@ -5,6 +5,8 @@
 //! (CI always sets it). Without it they are skipped with a note, except under `CI=true`,
 //! where a missing PostgreSQL is a failure.
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -117,6 +119,22 @@ impl TestDb {
         }
     }
 
+    /// The PostgreSQL server's address (for putting a proxy in front of it).
+    pub fn postgres_addr(&self) -> SocketAddr {
+        let DatabaseUrl::Postgres(options) = &self.url else { panic!("not a PostgreSQL database") };
+        let host = match options.get_host() {
+            "localhost" => "127.0.0.1",
+            host => host,
+        };
+        format!("{host}:{}", options.get_port()).parse().expect("TEST_DATABASE_URL names an IP address and port")
+    }
+
+    /// This database's URL, reached through `addr` instead.
+    pub fn url_via(&self, addr: SocketAddr) -> DatabaseUrl {
+        let DatabaseUrl::Postgres(options) = &self.url else { panic!("not a PostgreSQL database") };
+        DatabaseUrl::Postgres(options.clone().host(&addr.ip().to_string()).port(addr.port()))
+    }
+
     /// Runs a query returning one integer (`count(*)` and the like). `$1`, if present, is bound
     /// to `param`.
     pub async fn scalar(&self, sql: &str, param: Option<uuid::Uuid>) -> i64 {
@@ -195,6 +213,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub db: TestDb,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
 impl Running {
@@ -210,6 +229,15 @@ impl Running {
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+
+    /// Stops the service and waits until it has drained and its server returned.
+    pub async fn shutdown(mut self) -> Result<(), tonic::transport::Error> {
+        self.stop();
+        match self.served.take() {
+            Some(served) => served.await.expect("the server task panicked"),
+            None => Ok(()),
         }
     }
 }
@@ -265,11 +293,24 @@ async fn run_in_background<F>(
 where
     F: std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
 {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(stopped));
-    let running = Running { addr, db, stop: Some(stop) };
+    let running = spawn_unready(addr, db, run);
     wait_until_serving(&running, "").await;
     running
+}
+
+/// Like [`run_in_background`], without waiting for SERVING (for tests of a service whose
+/// database is down).
+pub fn spawn_unready<F>(
+    addr: SocketAddr,
+    db: TestDb,
+    run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
+) -> Running
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(run(stopped));
+    Running { addr, db, stop: Some(stop), served: Some(served) }
 }
 
 /// Starts auth-service with `config` and waits until it is SERVING.

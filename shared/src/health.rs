@@ -1,0 +1,84 @@
+//! `grpc.health.v1`, answered from [`Readiness`].
+//!
+//! Our own implementation rather than `tonic_health`'s reporter for one reason: on shutdown a
+//! `Watch` stream must end. An open stream is an in-flight call, so with streams that never
+//! end, every client watching health (gRPC's client-side health checking does) would hold
+//! shutdown until the drain deadline. Here a watcher gets NOT_SERVING and then the stream ends
+//! with OK, which the protocol tells clients to treat as "retry elsewhere with back-off".
+
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+use crate::server::Readiness;
+
+pub struct HealthApi {
+    readiness: Readiness,
+}
+
+impl HealthApi {
+    pub fn server(readiness: Readiness) -> HealthServer<Self> {
+        HealthServer::new(Self { readiness })
+    }
+
+    /// `""` is the whole server; the service's full protobuf name is the service. Both
+    /// have the same status: the server hosts nothing else worth asking about.
+    fn knows(&self, service: &str) -> bool {
+        service.is_empty() || service == self.readiness.service_name()
+    }
+}
+
+fn response(status: ServingStatus) -> HealthCheckResponse {
+    HealthCheckResponse { status: status as i32 }
+}
+
+#[tonic::async_trait]
+impl Health for HealthApi {
+    async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+        let service = request.into_inner().service;
+        if !self.knows(&service) {
+            return Err(Status::not_found(format!(
+                "unknown service {service:?}: ask for \"\" (the server) or {:?}",
+                self.readiness.service_name()
+            )));
+        }
+        Ok(Response::new(response(self.readiness.serving_status())))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+    async fn watch(&self, request: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let known = self.knows(&request.into_inner().service);
+        let mut changes = self.readiness.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let (status, last) = {
+                    let state = changes.borrow_and_update();
+                    let status = if !known {
+                        ServingStatus::ServiceUnknown
+                    } else if state.serving {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    (status, state.shutting_down)
+                };
+                if tx.send(Ok(response(status))).await.is_err() || last {
+                    return;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    // The client went away: stop at once rather than at the next change.
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
