@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""A walk through the todo-grpc API with the generated Python stubs.
+
+Signs up (or logs in, if the account already exists), shows the current user, creates a
+task, lists the tasks, completes the task with a conditional update (its etag), and deletes
+it. Errors are handled by gRPC status code; validation errors show the
+google.rpc.BadRequest field violations carried in the rich status.
+
+    python generate.py          # once: writes the stubs into ./generated
+    python todo_client.py --auth 127.0.0.1:50051 --tasks 127.0.0.1:50052 [--demo-errors]
+"""
+
+import argparse
+import secrets
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from stubs import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
+
+Code = grpc.StatusCode
+
+# UNAVAILABLE and RESOURCE_EXHAUSTED are transient: retry them a few times with back-off
+# (or after the server's RetryInfo delay) before giving up.
+RETRYABLE = {Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED}
+ATTEMPTS = 4
+BACKOFF_SECONDS = 0.25
+
+
+class RpcFailure(Exception):
+    """A call that failed, with the name of its RPC."""
+
+    def __init__(self, rpc: str, error: grpc.RpcError):
+        super().__init__(f"{rpc} failed: {error.code().name}: {error.details()}")
+        self.rpc = rpc
+        self.error = error
+        self.code = error.code()
+
+
+def status_details(error: grpc.RpcError) -> list:
+    """The details of the rich status (trailer grpc-status-details-bin) that we understand."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # a details trailer that contradicts the call's code or message
+        return []
+    if status is None:
+        return []
+    details = []
+    for packed in status.details:
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
+            if packed.Is(kind.DESCRIPTOR):
+                detail = kind()
+                packed.Unpack(detail)
+                details.append(detail)
+    return details
+
+
+def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """(field, description) of every google.rpc.BadRequest field violation."""
+    return [
+        (violation.field, violation.description)
+        for detail in status_details(error)
+        if isinstance(detail, error_details_pb2.BadRequest)
+        for violation in detail.field_violations
+    ]
+
+
+def retry_delay(error: grpc.RpcError) -> float | None:
+    """The delay the server asks for in a google.rpc.RetryInfo, in seconds, if any."""
+    for detail in status_details(error):
+        if isinstance(detail, error_details_pb2.RetryInfo) and detail.HasField("retry_delay"):
+            return detail.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
+def report(failure: RpcFailure, file=sys.stdout) -> None:
+    """Print what went wrong, in terms of what the caller can do about it."""
+    print(failure, file=file)
+    code, error = failure.code, failure.error
+    if code == Code.INVALID_ARGUMENT:
+        for field, description in field_violations(error):
+            print(f"  field {field}: {description}", file=file)
+    elif code == Code.UNAUTHENTICATED:
+        print("  not authenticated: wrong email or password, or the token is missing,"
+              " invalid or expired (log in again)", file=file)
+    elif code == Code.ALREADY_EXISTS:
+        print("  an account with this email exists already: log in instead", file=file)
+    elif code == Code.NOT_FOUND:
+        print("  no task of yours has this id (it may have been deleted)", file=file)
+    elif code == Code.ABORTED:
+        print("  the task changed since its etag was read and nothing was changed:"
+              " read it again and retry", file=file)
+    elif code in RETRYABLE:
+        delay = retry_delay(error)
+        what = ("the service is busy" if code == Code.RESOURCE_EXHAUSTED else
+                "the service is unreachable, starting, or cannot reach its database")
+        when = f"retry after {delay:g} s (RetryInfo)" if delay is not None else "retry with back-off"
+        print(f"  {what}: {when}", file=file)
+    elif code == Code.DEADLINE_EXCEEDED:
+        print("  no answer within the deadline", file=file)
+
+
+class Api:
+    """Stubs for both services, one channel each, with a deadline on every call."""
+
+    def __init__(self, auth_channel: grpc.Channel, task_channel: grpc.Channel, timeout: float):
+        self.auth = auth_pb2_grpc.AuthServiceStub(auth_channel)
+        self.tasks = task_pb2_grpc.TaskServiceStub(task_channel)
+        self.timeout = timeout
+        self.token: str | None = None
+
+    def call(self, method, request, *, retry: bool = True):
+        """Call `method` with a deadline and, once logged in, the bearer token.
+
+        Transient failures are retried; pass retry=False for calls that are not safe to
+        repeat (CreateTask: a lost response after the server committed would duplicate it).
+        UpdateTask and DeleteTask are sent with the task's etag, so a repeat is harmless.
+        """
+        rpc = type(request).__name__.removesuffix("Request")
+        metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return method(request, timeout=self.timeout, metadata=metadata)
+            except grpc.RpcError as error:
+                if not retry or attempt == ATTEMPTS or error.code() not in RETRYABLE:
+                    raise RpcFailure(rpc, error) from None
+                delay = retry_delay(error) or BACKOFF_SECONDS * 2 ** (attempt - 1)
+                print(f"{rpc}: {error.code().name}, retrying in {delay:g} s")
+                time.sleep(delay)
+
+
+def expect_failure(code: Code, attempt) -> None:
+    """Demonstrate an error: run `attempt`, which must fail with `code`, and report it."""
+    try:
+        attempt()
+    except RpcFailure as failure:
+        report(failure)
+        if failure.code != code:
+            raise
+    else:
+        raise RuntimeError(f"expected {code.name}, but the call succeeded")
+
+
+def walk_through(api: Api, email: str, password: str, demo_errors: bool) -> None:
+    auth, tasks = auth_pb2, task_pb2
+
+    if demo_errors:
+        print("demo: signing up with an invalid email and a too short password")
+        expect_failure(Code.INVALID_ARGUMENT, lambda: api.call(
+            api.auth.SignUp, auth.SignUpRequest(email="not-an-email", password="short")))
+
+    try:
+        user = api.call(api.auth.SignUp, auth.SignUpRequest(email=email, password=password)).user
+        print(f"signed up {user.email} (user id {user.id})")
+    except RpcFailure as failure:
+        if failure.code != Code.ALREADY_EXISTS:
+            raise
+        print(f"{email} has an account already: logging in")
+
+    login = api.call(api.auth.Login, auth.LoginRequest(email=email, password=password))
+    api.token = login.access_token
+    print(f"logged in: {login.token_type} token, expires in {login.expires_in} s")
+
+    me = api.call(api.auth.GetCurrentUser, auth.GetCurrentUserRequest()).user
+    since = me.create_time.ToDatetime(tzinfo=timezone.utc)
+    print(f"current user: {me.email} (user id {me.id}, since {since:%Y-%m-%d %H:%M:%S} UTC)")
+
+    due = Timestamp()
+    due.FromDatetime(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1))
+    task = api.call(api.tasks.CreateTask, tasks.CreateTaskRequest(
+        title="Try the Python client", description="Created by todo_client.py", due_time=due,
+    ), retry=False).task
+    print(f'created task {task.id} "{task.title}", due {due.ToJsonString()} (etag {task.etag})')
+
+    page = api.call(api.tasks.ListTasks, tasks.ListTasksRequest(page_size=10))
+    more = ", more on the next page" if page.next_page_token else ""
+    print(f"listed {len(page.tasks)} task(s){more}")
+    for item in page.tasks:
+        print(f"  [{'x' if item.completed else ' '}] {item.id} {item.title}")
+
+    # Only the fields present change; the etag makes the change conditional.
+    done = api.call(api.tasks.UpdateTask, tasks.UpdateTaskRequest(
+        id=task.id, completed=True, etag=task.etag)).task
+    print(f"completed task {done.id} (etag {task.etag} -> {done.etag})")
+
+    if demo_errors:
+        print("demo: updating the task with its old etag")
+        expect_failure(Code.ABORTED, lambda: api.call(api.tasks.UpdateTask, tasks.UpdateTaskRequest(
+            id=task.id, title="Stale change", etag=task.etag)))
+
+    api.call(api.tasks.DeleteTask, tasks.DeleteTaskRequest(id=done.id, etag=done.etag))
+    print(f"deleted task {done.id}")
+
+    if demo_errors:
+        print("demo: reading the deleted task")
+        expect_failure(Code.NOT_FOUND, lambda: api.call(
+            api.tasks.GetTask, tasks.GetTaskRequest(id=done.id)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--auth", default="127.0.0.1:50051", metavar="HOST:PORT",
+                        help="auth-service address (default: %(default)s)")
+    parser.add_argument("--tasks", default="127.0.0.1:50052", metavar="HOST:PORT",
+                        help="task-service address (default: %(default)s)")
+    parser.add_argument("--email", help="account email (default: a fresh random one)")
+    parser.add_argument("--password", help="account password (default: a fresh random one)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="deadline of each call (default: %(default)s)")
+    parser.add_argument("--demo-errors", action="store_true",
+                        help="also trigger and print INVALID_ARGUMENT, ABORTED and NOT_FOUND")
+    args = parser.parse_args(argv)
+
+    email = args.email or f"py-client-{secrets.token_hex(6)}@example.com"
+    password = args.password or secrets.token_urlsafe(24)
+
+    # Plaintext, as the services listen by default; behind TLS use
+    # grpc.secure_channel(address, grpc.ssl_channel_credentials()).
+    with grpc.insecure_channel(args.auth) as auth_channel, \
+            grpc.insecure_channel(args.tasks) as task_channel:
+        try:
+            walk_through(Api(auth_channel, task_channel, args.timeout), email, password,
+                         args.demo_errors)
+        except RpcFailure as failure:
+            report(failure, file=sys.stderr)
+            return 1
+    print("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

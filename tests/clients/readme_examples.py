@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Runs the README's worked example against a running pair and checks every answer.
+
+Every fenced `sh` block between the `readme-examples:begin` and `readme-examples:end`
+markers runs, in order, in one bash session (so `TOKEN=...` carries over). A `json` block
+right after an `sh` block is the answer that block must print, compared by shape:
+
+- objects need the same keys, arrays the same length, numbers and booleans the same value;
+- a string equal to the README's is always fine; otherwise the README's string may stand
+  for a value that differs per run: a UUID, an RFC 3339 time, or text ending in `...`
+  (the actual value must start with what comes before the `...`);
+- an answer with a `code` key is an error, and the command must fail.
+
+Usage: AUTH_ADDR=127.0.0.1:PORT TASK_ADDR=127.0.0.1:PORT BUF=/path/to/buf readme_examples.py
+The README's addresses (127.0.0.1:50051 and :50052) are replaced by the given ones, and
+`npx --yes @bufbuild/buf` by `$BUF` (the version CI pins).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def blocks(readme: str):
+    """The fenced blocks of the marked section, as (language, text)."""
+    begin = readme.index("<!-- readme-examples:begin -->")
+    end = readme.index("<!-- readme-examples:end -->")
+    return re.findall(r"^```(\w*)\n(.*?)^```$", readme[begin:end], flags=re.S | re.M)
+
+
+def commands(script: str):
+    """Logical command lines (backslash continuations joined)."""
+    joined = re.sub(r"\\\n\s*", " ", script)
+    return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def json_documents(text: str):
+    decoder, docs, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        start = text.find("{", i)
+        if start < 0:
+            break
+        try:
+            doc, i = decoder.raw_decode(text, start)
+            docs.append(doc)
+        except json.JSONDecodeError:
+            i = start + 1
+    return docs
+
+
+def matches(expected, actual, path="$"):
+    """None if `actual` has the shape of `expected`, else why not."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict) or set(expected) != set(actual):
+            return f"{path}: keys {sorted(actual) if isinstance(actual, dict) else actual!r}, README shows {sorted(expected)}"
+        for key in expected:
+            why = matches(expected[key], actual[key], f"{path}.{key}")
+            if why:
+                return why
+        return None
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(expected) != len(actual):
+            return f"{path}: {actual!r}, README shows {len(expected)} item(s)"
+        for n, (e, a) in enumerate(zip(expected, actual)):
+            why = matches(e, a, f"{path}[{n}]")
+            if why:
+                return why
+        return None
+    if isinstance(expected, str) and isinstance(actual, str):
+        if expected == actual:
+            return None
+        if UUID.match(expected) and UUID.match(actual):
+            return None
+        if TIME.match(expected) and TIME.match(actual):
+            return None
+        if expected.endswith("...") and actual.startswith(expected[:-3]) and actual:
+            return None
+        return f"{path}: {actual!r}, README shows {expected!r}"
+    return None if expected == actual else f"{path}: {actual!r}, README shows {expected!r}"
+
+
+def main() -> int:
+    auth, tasks, buf = os.environ["AUTH_ADDR"], os.environ["TASK_ADDR"], os.environ["BUF"]
+    readme = README.read_text()
+    pairs = []  # (sh text, expected json or None)
+    found = blocks(readme)
+    for n, (lang, text) in enumerate(found):
+        if lang != "sh":
+            continue
+        following = found[n + 1] if n + 1 < len(found) else None
+        expected = json.loads(following[1]) if following and following[0] == "json" else None
+        pairs.append((text, expected))
+    if not pairs:
+        print("no examples found between the README markers", file=sys.stderr)
+        return 1
+
+    # One bash session; each command's output and exit status marked so they can be told apart.
+    script = ["set -uo pipefail"]
+    for n, (text, _) in enumerate(pairs):
+        script.append(f"echo '@@block {n}'")
+        for command in commands(text):
+            command = command.replace("npx --yes @bufbuild/buf", buf)
+            command = command.replace("127.0.0.1:50051", auth).replace("127.0.0.1:50052", tasks)
+            script.append(f"{{ {command} ; }} 2>&1 || echo \"@@failed $?\"")
+    result = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True, timeout=300)
+    outputs = re.split(r"^@@block \d+\n", result.stdout, flags=re.M)[1:]
+    if len(outputs) != len(pairs):
+        print(f"expected {len(pairs)} blocks of output, got {len(outputs)}:\n{result.stdout}\n{result.stderr}")
+        return 1
+
+    failures = 0
+    for n, ((text, expected), output) in enumerate(zip(pairs, outputs)):
+        first = commands(text)[0][:100]
+        failed = "@@failed" in output
+        wants_error = isinstance(expected, dict) and "code" in expected
+        problem = None
+        if failed and not wants_error:
+            problem = "the command failed"
+        elif wants_error and not failed:
+            problem = "the README shows an error but the command succeeded"
+        elif expected is not None:
+            docs = json_documents(output)
+            if not docs:
+                problem = "no JSON answer"
+            for doc in docs:
+                problem = problem or matches(expected, doc)
+        print(f"{'ok  ' if problem is None else 'FAIL'} block {n}: {first}")
+        if problem:
+            failures += 1
+            print(f"     {problem}\n     output:\n" + "\n".join("       " + line for line in output.splitlines()))
+    print(f"{len(pairs) - failures} of {len(pairs)} README example blocks behave as shown")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
