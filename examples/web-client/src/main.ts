@@ -1,0 +1,627 @@
+// The todo single-page app: plain DOM, one module.
+
+import { Code } from "@connectrpc/connect";
+import { createApi } from "./api";
+import { clearSession, loadSession, readConfig, saveSession, type Session } from "./config";
+import { explain, isSessionExpired, type Operation, type Problem } from "./errors";
+import type { LoginResponse } from "./gen/todo/auth/v1/auth_pb";
+import type { Task } from "./gen/todo/task/v1/task_pb";
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+const config = readConfig(location.search);
+let session: Session | null = loadSession(config.endpoints.auth);
+const api = createApi(config.endpoints, () => session?.accessToken ?? null);
+
+/** Bumped on every log-in and log-out: answers that arrive for an earlier session are dropped. */
+let sessionEpoch = 0;
+/** Bumped whenever the list is reloaded from the first page: stale pages are dropped. */
+let listEpoch = 0;
+
+/** The tasks on screen, by id, in the order the server gave them (newest first). */
+const tasks = new Map<string, Task>();
+let nextPageToken = "";
+/** Whether the first page has arrived since the last (re)load. */
+let listLoaded = false;
+/** The task whose edit form is open, if any. */
+let editingId: string | null = null;
+
+// ---------------------------------------------------------------------------------------------
+// Elements
+
+type Ctor<T> = { new (): T; prototype: T };
+
+function byId<T extends HTMLElement>(id: string, type: Ctor<T>): T {
+  const found = document.getElementById(id);
+  if (!(found instanceof type)) throw new Error(`#${id} is missing from index.html`);
+  return found;
+}
+
+const account = byId("account", HTMLDivElement);
+const currentUser = byId("current-user", HTMLElement);
+const logoutButton = byId("logout", HTMLButtonElement);
+const notice = byId("notice", HTMLDivElement);
+const loading = byId("loading", HTMLParagraphElement);
+
+const authView = byId("auth-view", HTMLElement);
+const authForm = byId("auth-form", HTMLFormElement);
+const emailInput = byId("email", HTMLInputElement);
+const passwordInput = byId("password", HTMLInputElement);
+
+const tasksView = byId("tasks-view", HTMLElement);
+const newTaskForm = byId("new-task-form", HTMLFormElement);
+const newTitle = byId("new-title", HTMLInputElement);
+const newDescription = byId("new-description", HTMLTextAreaElement);
+const taskList = byId("task-list", HTMLUListElement);
+const emptyState = byId("empty", HTMLParagraphElement);
+const loadMoreButton = byId("load-more", HTMLButtonElement);
+
+/** A form's inputs by proto field name, with the element that shows each field's error. */
+interface FormSlots {
+  fields: Record<string, { input: HTMLInputElement | HTMLTextAreaElement; error: HTMLElement }>;
+  /** Errors that belong to no single input. */
+  formError: HTMLElement;
+}
+
+const authSlots: FormSlots = {
+  fields: {
+    email: { input: emailInput, error: byId("email-error", HTMLParagraphElement) },
+    password: { input: passwordInput, error: byId("password-error", HTMLParagraphElement) },
+  },
+  formError: byId("auth-error", HTMLParagraphElement),
+};
+
+const newTaskSlots: FormSlots = {
+  fields: {
+    title: { input: newTitle, error: byId("new-title-error", HTMLParagraphElement) },
+    description: { input: newDescription, error: byId("new-description-error", HTMLParagraphElement) },
+  },
+  formError: byId("new-task-error", HTMLParagraphElement),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+function showNotice(message: string, kind: "info" | "error" = "info"): void {
+  notice.dataset.kind = kind;
+  notice.textContent = message;
+}
+
+function clearNotice(): void {
+  notice.textContent = "";
+  delete notice.dataset.kind;
+}
+
+function clearFormProblem(slots: FormSlots): void {
+  for (const { input, error } of Object.values(slots.fields)) {
+    input.removeAttribute("aria-invalid");
+    error.textContent = "";
+    error.hidden = true;
+  }
+  slots.formError.textContent = "";
+  slots.formError.hidden = true;
+}
+
+/** Field violations go under their inputs (the first bad input gets focus); the rest above the buttons. */
+function showFormProblem(slots: FormSlots, problem: Problem): void {
+  clearFormProblem(slots);
+  const unplaced: string[] = [];
+  let first: HTMLInputElement | HTMLTextAreaElement | null = null;
+  for (const [field, description] of problem.fields) {
+    const slot = slots.fields[field];
+    if (slot === undefined) {
+      unplaced.push(`${field}: ${description}`);
+      continue;
+    }
+    slot.error.textContent = `${field}: ${description}`;
+    slot.error.hidden = false;
+    slot.input.setAttribute("aria-invalid", "true");
+    first ??= slot.input;
+  }
+  const formMessage = problem.fields.size > 0 ? unplaced.join("; ") : problem.message;
+  if (formMessage !== "") {
+    slots.formError.textContent = formMessage;
+    slots.formError.hidden = false;
+  }
+  first?.focus();
+}
+
+/**
+ * The one place failures are handled. An expired session always ends the session; otherwise
+ * the problem goes into the form when there is one, or into the notice.
+ */
+function reportFailure(err: unknown, op: Operation, slots?: FormSlots): Problem | null {
+  if (isSessionExpired(err, op)) {
+    endSession("Your session expired, please log in again.", "error");
+    return null;
+  }
+  const problem = explain(err, op, serviceOf(op));
+  if (problem.code === Code.Canceled) return problem;
+  if (slots !== undefined) {
+    showFormProblem(slots, problem);
+  } else {
+    showNotice(problem.message, "error");
+  }
+  return problem;
+}
+
+function serviceOf(op: Operation): string {
+  return op === "signup" || op === "login" || op === "session"
+    ? `the auth service at ${config.endpoints.auth}`
+    : `the task service at ${config.endpoints.tasks}`;
+}
+
+/**
+ * Locks the controls of `scope` while `work` runs: buttons and checkboxes are disabled, text
+ * fields made read-only (so they can still take the focus, e.g. to point at an error).
+ */
+async function busy(scope: HTMLElement, work: () => Promise<void>): Promise<void> {
+  const focused = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+  const switches = [...scope.querySelectorAll<HTMLButtonElement | HTMLInputElement>('button, input[type="checkbox"]')];
+  const fields = [...scope.querySelectorAll<HTMLInputElement | HTMLTextAreaElement>('input:not([type="checkbox"]), textarea')];
+  const wasDisabled = switches.map((c) => c.disabled);
+  const wasReadOnly = fields.map((f) => f.readOnly);
+  scope.setAttribute("aria-busy", "true");
+  switches.forEach((c) => (c.disabled = true));
+  fields.forEach((f) => (f.readOnly = true));
+  try {
+    await work();
+  } finally {
+    scope.removeAttribute("aria-busy");
+    // The scope may have been re-rendered meanwhile; restoring detached controls is harmless.
+    switches.forEach((c, i) => (c.disabled = wasDisabled[i] ?? false));
+    fields.forEach((f, i) => (f.readOnly = wasReadOnly[i] ?? false));
+    // Disabling the focused button dropped the focus to the page: give it back.
+    const lost = document.activeElement === null || document.activeElement === document.body;
+    if (lost && focused !== null && focused.isConnected) focused.focus();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views and session
+
+function showAuthView(): void {
+  loading.hidden = true;
+  tasksView.hidden = true;
+  account.hidden = true;
+  authView.hidden = false;
+}
+
+function showTasksView(s: Session): void {
+  loading.hidden = true;
+  authView.hidden = true;
+  currentUser.textContent = s.email;
+  account.hidden = false;
+  tasksView.hidden = false;
+}
+
+function beginSession(response: LoginResponse, typedEmail: string): void {
+  const s: Session = {
+    accessToken: response.accessToken,
+    email: response.user?.email ?? typedEmail.trim().toLowerCase(),
+    expiresAt: Date.now() + Number(response.expiresIn) * 1000,
+    authUrl: config.endpoints.auth,
+  };
+  session = s;
+  saveSession(s);
+  sessionEpoch++;
+  passwordInput.value = "";
+  clearFormProblem(authSlots);
+  clearFormProblem(newTaskSlots);
+  showTasksView(s);
+  newTitle.focus();
+  void reloadTasks();
+}
+
+function endSession(message: string, kind: "info" | "error"): void {
+  const email = session?.email;
+  session = null;
+  clearSession();
+  sessionEpoch++;
+  listEpoch++;
+  resetList();
+  newTaskForm.reset();
+  clearFormProblem(newTaskSlots);
+  clearFormProblem(authSlots);
+  passwordInput.value = "";
+  if (email !== undefined && emailInput.value === "") emailInput.value = email;
+  showAuthView();
+  showNotice(message, kind);
+  (emailInput.value === "" ? emailInput : passwordInput).focus();
+}
+
+/** Checks the stored token with auth-service and refreshes the shown email. */
+async function refreshCurrentUser(): Promise<void> {
+  const epoch = sessionEpoch;
+  try {
+    const res = await api.auth.getCurrentUser({});
+    if (epoch !== sessionEpoch || session === null || res.user === undefined) return;
+    session = { ...session, email: res.user.email };
+    saveSession(session);
+    currentUser.textContent = session.email;
+  } catch (err) {
+    if (epoch !== sessionEpoch) return;
+    // Only an invalid token matters here; other failures show up on the task calls too.
+    if (isSessionExpired(err, "session")) reportFailure(err, "session");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task list
+
+function resetList(): void {
+  tasks.clear();
+  taskList.replaceChildren();
+  nextPageToken = "";
+  listLoaded = false;
+  editingId = null;
+  updateListChrome();
+}
+
+function updateListChrome(): void {
+  emptyState.hidden = !listLoaded || tasks.size > 0 || nextPageToken !== "";
+  loadMoreButton.hidden = nextPageToken === "";
+}
+
+/** Loads the first page again, replacing whatever is shown. */
+async function reloadTasks(): Promise<void> {
+  const epoch = sessionEpoch;
+  const list = ++listEpoch;
+  taskList.setAttribute("aria-busy", "true");
+  try {
+    const res = await api.tasks.listTasks({ pageSize: config.pageSize });
+    if (epoch !== sessionEpoch || list !== listEpoch) return;
+    resetList();
+    res.tasks.forEach((t) => upsertTask(t, "end"));
+    nextPageToken = res.nextPageToken;
+    listLoaded = true;
+  } catch (err) {
+    if (epoch === sessionEpoch && list === listEpoch) reportFailure(err, "list");
+  } finally {
+    if (list === listEpoch) taskList.removeAttribute("aria-busy");
+    updateListChrome();
+  }
+}
+
+async function loadMore(): Promise<void> {
+  if (nextPageToken === "") return;
+  const epoch = sessionEpoch;
+  const list = listEpoch;
+  clearNotice();
+  await busy(loadMoreButton.parentElement ?? loadMoreButton, async () => {
+    try {
+      const res = await api.tasks.listTasks({ pageSize: config.pageSize, pageToken: nextPageToken });
+      if (epoch !== sessionEpoch || list !== listEpoch) return;
+      res.tasks.forEach((t) => upsertTask(t, "end"));
+      nextPageToken = res.nextPageToken;
+    } catch (err) {
+      if (epoch === sessionEpoch && list === listEpoch) reportFailure(err, "list");
+    }
+  });
+  updateListChrome();
+  // The button was disabled while loading, which drops the focus: give it back if more remain.
+  if (!loadMoreButton.hidden) loadMoreButton.focus();
+}
+
+function findItem(id: string): HTMLLIElement | null {
+  return taskList.querySelector<HTMLLIElement>(`li[data-task-id="${CSS.escape(id)}"]`);
+}
+
+/** Shows `task`: replaces it in place if shown, else adds it at the start or the end. */
+function upsertTask(task: Task, where: "start" | "end"): void {
+  const existed = tasks.has(task.id);
+  tasks.set(task.id, task);
+  if (editingId === task.id) editingId = null;
+  const item = renderTask(task);
+  const old = findItem(task.id);
+  if (old !== null) {
+    old.replaceWith(item);
+  } else if (!existed && where === "start") {
+    taskList.prepend(item);
+  } else {
+    taskList.append(item);
+  }
+}
+
+function removeTask(id: string): void {
+  tasks.delete(id);
+  if (editingId === id) editingId = null;
+  const item = findItem(id);
+  // Keep the keyboard focus in the list: on the next task, else the previous, else the new-task form.
+  const neighbour = (item?.nextElementSibling ?? item?.previousElementSibling) as HTMLElement | null;
+  item?.remove();
+  (neighbour?.querySelector<HTMLElement>("input, button") ?? newTitle).focus();
+  updateListChrome();
+  // The last shown task is gone but the server has more: show the next page right away.
+  if (tasks.size === 0 && nextPageToken !== "") void loadMore();
+}
+
+function button(label: string, testId: string, className = "secondary"): HTMLButtonElement {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = className;
+  b.textContent = label;
+  b.dataset.testid = testId;
+  return b;
+}
+
+function renderTask(task: Task): HTMLLIElement {
+  const item = document.createElement("li");
+  item.className = "task";
+  item.dataset.testid = "task-item";
+  item.dataset.taskId = task.id;
+  item.dataset.completed = String(task.completed);
+
+  const checkbox = document.createElement("input");
+  checkbox.type = "checkbox";
+  checkbox.id = `done-${task.id}`;
+  checkbox.checked = task.completed;
+  checkbox.dataset.testid = "task-toggle";
+  checkbox.addEventListener("change", () => void setCompleted(task.id, checkbox.checked));
+
+  const body = document.createElement("div");
+  body.className = "task-body";
+  // The title is the checkbox's label: a screen reader reads "Buy milk, checkbox, checked".
+  const title = document.createElement("label");
+  title.className = "task-title";
+  title.htmlFor = checkbox.id;
+  title.textContent = task.title;
+  title.dataset.testid = "task-title";
+  body.append(title);
+  if (task.description !== "") {
+    const description = document.createElement("p");
+    description.className = "task-description";
+    description.textContent = task.description;
+    description.dataset.testid = "task-description";
+    body.append(description);
+  }
+
+  const actions = document.createElement("div");
+  actions.className = "task-actions";
+  const edit = button("Edit", "task-edit");
+  edit.setAttribute("aria-label", `Edit “${task.title}”`);
+  edit.addEventListener("click", () => startEditing(task.id));
+  const remove = button("Delete", "task-delete", "danger");
+  remove.setAttribute("aria-label", `Delete “${task.title}”`);
+  remove.addEventListener("click", () => void deleteTask(task.id));
+  actions.append(edit, remove);
+
+  item.append(checkbox, body, actions);
+  return item;
+}
+
+/** ABORTED (stale etag) and NOT_FOUND (deleted elsewhere) mean the list is out of date. */
+function reloadIfStale(problem: Problem | null): void {
+  if (problem?.code === Code.Aborted || problem?.code === Code.NotFound) void reloadTasks();
+}
+
+async function setCompleted(id: string, completed: boolean): Promise<void> {
+  const task = tasks.get(id);
+  const item = findItem(id);
+  if (task === undefined || item === null) return;
+  const epoch = sessionEpoch;
+  clearNotice();
+  await busy(item, async () => {
+    try {
+      // The etag makes the change conditional: ABORTED if someone changed the task meanwhile.
+      const res = await api.tasks.updateTask({ id, completed, etag: task.etag });
+      if (epoch !== sessionEpoch || res.task === undefined) return;
+      upsertTask(res.task, "start");
+      findItem(id)?.querySelector("input")?.focus();
+      showNotice(completed ? `Marked “${res.task.title}” as done.` : `Reopened “${res.task.title}”.`);
+    } catch (err) {
+      if (epoch !== sessionEpoch) return;
+      const current = tasks.get(id);
+      if (current !== undefined) upsertTask(current, "start"); // puts the checkbox back
+      reloadIfStale(reportFailure(err, "update"));
+    }
+  });
+}
+
+async function deleteTask(id: string): Promise<void> {
+  const task = tasks.get(id);
+  const item = findItem(id);
+  if (task === undefined || item === null) return;
+  const epoch = sessionEpoch;
+  clearNotice();
+  await busy(item, async () => {
+    try {
+      await api.tasks.deleteTask({ id, etag: task.etag });
+      if (epoch !== sessionEpoch) return;
+      removeTask(id);
+      showNotice(`Deleted “${task.title}”.`);
+    } catch (err) {
+      if (epoch !== sessionEpoch) return;
+      reloadIfStale(reportFailure(err, "delete"));
+    }
+  });
+}
+
+function startEditing(id: string): void {
+  const task = tasks.get(id);
+  const item = findItem(id);
+  if (task === undefined || item === null) return;
+  if (editingId !== null && editingId !== id) stopEditing(editingId);
+  editingId = id;
+  clearNotice();
+
+  const form = document.createElement("form");
+  form.noValidate = true;
+  form.dataset.testid = "edit-form";
+  form.setAttribute("aria-label", `Edit “${task.title}”`);
+
+  const field = (name: "title" | "description", label: string, control: HTMLInputElement | HTMLTextAreaElement) => {
+    const wrap = document.createElement("div");
+    wrap.className = "field";
+    control.id = `edit-${name}-${id}`;
+    control.name = name;
+    control.dataset.testid = `edit-${name}`;
+    const l = document.createElement("label");
+    l.htmlFor = control.id;
+    l.textContent = label;
+    const error = document.createElement("p");
+    error.className = "field-error";
+    error.id = `${control.id}-error`;
+    error.dataset.testid = `edit-${name}-error`;
+    error.hidden = true;
+    control.setAttribute("aria-describedby", error.id);
+    wrap.append(l, control, error);
+    return { wrap, slot: { input: control, error } };
+  };
+
+  const titleInput = document.createElement("input");
+  titleInput.type = "text";
+  titleInput.maxLength = 200;
+  titleInput.value = task.title;
+  const descriptionInput = document.createElement("textarea");
+  descriptionInput.rows = 2;
+  descriptionInput.value = task.description;
+  const titleField = field("title", "Title", titleInput);
+  const descriptionField = field("description", "Description", descriptionInput);
+
+  const formError = document.createElement("p");
+  formError.className = "form-error";
+  formError.setAttribute("role", "alert");
+  formError.dataset.testid = "edit-error";
+  formError.hidden = true;
+
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  const save = button("Save", "edit-save", "");
+  save.type = "submit";
+  const cancel = button("Cancel", "edit-cancel");
+  cancel.addEventListener("click", () => stopEditing(id));
+  actions.append(save, cancel);
+
+  form.append(titleField.wrap, descriptionField.wrap, formError, actions);
+  form.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") stopEditing(id);
+  });
+  const slots: FormSlots = {
+    fields: { title: titleField.slot, description: descriptionField.slot },
+    formError,
+  };
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    void saveEdit(id, form, slots, titleInput.value, descriptionInput.value);
+  });
+
+  item.replaceChildren(form);
+  titleInput.focus();
+  titleInput.select();
+}
+
+function stopEditing(id: string): void {
+  const task = tasks.get(id);
+  if (editingId === id) editingId = null;
+  if (task === undefined) return;
+  upsertTask(task, "start");
+  findItem(id)?.querySelector<HTMLButtonElement>('[data-testid="task-edit"]')?.focus();
+}
+
+async function saveEdit(id: string, form: HTMLFormElement, slots: FormSlots, title: string, description: string): Promise<void> {
+  const task = tasks.get(id);
+  if (task === undefined) return;
+  // UpdateTask changes only the fields that are present: send just what was edited.
+  const changes: { title?: string; description?: string } = {};
+  if (title !== task.title) changes.title = title;
+  if (description !== task.description) changes.description = description;
+  if (Object.keys(changes).length === 0) {
+    stopEditing(id);
+    return;
+  }
+  const epoch = sessionEpoch;
+  clearNotice();
+  clearFormProblem(slots);
+  await busy(form, async () => {
+    try {
+      const res = await api.tasks.updateTask({ id, etag: task.etag, ...changes });
+      if (epoch !== sessionEpoch || res.task === undefined) return;
+      upsertTask(res.task, "start");
+      findItem(id)?.querySelector<HTMLButtonElement>('[data-testid="task-edit"]')?.focus();
+      showNotice(`Saved “${res.task.title}”.`);
+    } catch (err) {
+      if (epoch !== sessionEpoch) return;
+      const problem = explain(err, "update");
+      if (problem.code === Code.Aborted || problem.code === Code.NotFound) {
+        reloadIfStale(reportFailure(err, "update"));
+      } else {
+        reportFailure(err, "update", slots);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forms
+
+authForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const submitter = ev.submitter instanceof HTMLButtonElement ? ev.submitter : null;
+  const action = submitter?.value === "signup" ? "signup" : "login";
+  const email = emailInput.value;
+  const password = passwordInput.value;
+  clearNotice();
+  clearFormProblem(authSlots);
+  void busy(authForm, async () => {
+    try {
+      if (action === "signup") {
+        const res = await api.auth.signUp({ email, password });
+        showNotice(`Account created for ${res.user?.email ?? email}. You can log in now.`);
+      } else {
+        const res = await api.auth.login({ email, password });
+        beginSession(res, email);
+      }
+    } catch (err) {
+      reportFailure(err, action, authSlots);
+    }
+  });
+});
+
+newTaskForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const epoch = sessionEpoch;
+  const title = newTitle.value;
+  const description = newDescription.value;
+  clearNotice();
+  clearFormProblem(newTaskSlots);
+  void busy(newTaskForm, async () => {
+    try {
+      const res = await api.tasks.createTask({ title, description });
+      if (epoch !== sessionEpoch || res.task === undefined) return;
+      upsertTask(res.task, "start");
+      updateListChrome();
+      newTaskForm.reset();
+      showNotice(`Added “${res.task.title}”.`);
+    } catch (err) {
+      if (epoch === sessionEpoch) reportFailure(err, "create", newTaskSlots);
+    }
+  }).then(() => {
+    if (epoch === sessionEpoch && !tasksView.hidden) newTitle.focus();
+  });
+});
+
+loadMoreButton.addEventListener("click", () => void loadMore());
+
+logoutButton.addEventListener("click", () => {
+  // Tokens are stateless JWTs: logging out means forgetting the token.
+  endSession("You are logged out.", "info");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+byId("auth-url", HTMLElement).textContent = config.endpoints.auth;
+byId("tasks-url", HTMLElement).textContent = config.endpoints.tasks;
+
+if (session !== null && session.expiresAt <= Date.now()) {
+  endSession("Your session expired, please log in again.", "error");
+} else if (session !== null) {
+  showTasksView(session);
+  void reloadTasks();
+  void refreshCurrentUser();
+} else {
+  showAuthView();
+}
+if (config.problems.length > 0) showNotice(config.problems.join(" "), "error");
