@@ -1,7 +1,9 @@
 //! The behavioural suite: every scenario runs on PostgreSQL and on SQLite.
 
+mod adversarial;
 mod auth;
 mod e2e;
 mod health;
+mod model;
 mod tasks;
 mod web;
