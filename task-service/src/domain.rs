@@ -12,6 +12,7 @@ pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Larger requests are served this many: a bound on the work and memory one call can ask for.
 pub const MAX_PAGE_SIZE: u32 = 500;
+pub const REQUEST_ID_MAX_CHARS: usize = 128;
 
 /// A title: trimmed, 1 to 200 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,12 +127,67 @@ impl From<Task> for pb::Task {
     }
 }
 
+/// A client's idempotency key for CreateTask: 1 to 128 printable ASCII characters, no spaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestIdError {
+    #[error("must be at most {REQUEST_ID_MAX_CHARS} characters (got {0})")]
+    TooLong(usize),
+    #[error("must be printable ASCII without spaces, such as a UUID")]
+    BadCharacter,
+}
+
+impl RequestId {
+    /// `None` for an empty key: the request is not idempotent.
+    pub fn parse(raw: &str) -> Result<Option<Self>, RequestIdError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(RequestIdError::BadCharacter);
+        }
+        if raw.len() > REQUEST_ID_MAX_CHARS {
+            return Err(RequestIdError::TooLong(raw.len()));
+        }
+        Ok(Some(Self(raw.to_owned())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A validated CreateTask request.
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub title: TaskTitle,
     pub description: Description,
     pub due_time: Option<OffsetDateTime>,
+    pub request_id: Option<RequestId>,
+}
+
+impl NewTask {
+    /// A digest of what the request asks to create, to tell a retry (same digest) from a
+    /// reused request id (different digest). Length-prefixed so no two requests collide by
+    /// moving text between fields.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest as _, Sha256};
+        let mut digest = Sha256::new();
+        for field in [self.title.as_str(), self.description.as_str()] {
+            digest.update((field.len() as u64).to_be_bytes());
+            digest.update(field.as_bytes());
+        }
+        match self.due_time {
+            Some(due) => {
+                digest.update([1]);
+                digest.update(timestamp::to_unix_micros(due).to_be_bytes());
+            }
+            None => digest.update([0]),
+        }
+        digest.finalize().into()
+    }
 }
 
 impl TryFrom<pb::CreateTaskRequest> for NewTask {
@@ -142,11 +198,13 @@ impl TryFrom<pb::CreateTaskRequest> for NewTask {
         let title = v.check("title", TaskTitle::parse(&request.title));
         let description = v.check("description", Description::parse(&request.description));
         let due_time = request.due_time.as_ref().map(|ts| v.check("due_time", timestamp::from_proto(ts)));
+        let request_id = v.check("request_id", RequestId::parse(&request.request_id));
         v.into_result(|| {
             Some(Self {
                 title: title?,
                 description: description?,
                 due_time: due_time.map(|t| t.ok_or(())).transpose().ok()?,
+                request_id: request_id?,
             })
         })
     }

@@ -11,6 +11,14 @@ pub enum Error {
     /// not exist and one that belongs to someone else: existence must not leak.
     #[error("task not found")]
     NotFound,
+    /// A CreateTask `request_id` already used for different content.
+    #[error(
+        "request_id was already used for a task with a different title, description or due time: use a new request_id for a new task"
+    )]
+    RequestIdReused,
+    /// A CreateTask retry whose task has been deleted since the first call.
+    #[error("the task this request_id created has since been deleted")]
+    CreatedTaskDeleted,
     /// The request's etag is not the task's current one.
     #[error("the task has changed since this etag was read: get it again and retry")]
     EtagMismatch,
@@ -28,7 +36,12 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
             Error::Invalid(violations) => violations.into(),
-            Error::NotFound => Status::not_found(err.to_string()),
+            Error::NotFound | Error::CreatedTaskDeleted => Status::not_found(err.to_string()),
+            Error::RequestIdReused => {
+                let mut violations = FieldViolations::new();
+                violations.add("request_id", err.to_string());
+                violations.into()
+            }
             Error::EtagMismatch => Status::aborted(err.to_string()),
             Error::Database(db) => todo_shared::db::status_for(&db),
         }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::domain::{NewTask, Task, TaskUpdate};
 use crate::error::Error;
 use crate::page_token::{Cursor, PageTokens};
-use crate::store::{PageQuery, TaskStore};
+use crate::store::{IdempotencyKey, PageQuery, TaskStore};
 use todo_shared::validation::FieldViolations;
 
 pub struct Tasks {
@@ -49,9 +49,15 @@ impl Tasks {
             updated_at: now,
             version: 1,
         };
-        self.store.insert_task(&task).await?;
-        tracing::info!(task_id = %task.id, "task created");
-        Ok(task)
+        let fingerprint = new.fingerprint();
+        let key = new.request_id.as_ref().map(|id| IdempotencyKey { request_id: id.as_str(), fingerprint });
+        let stored = self.store.insert_task(&task, key.as_ref()).await?;
+        if stored.id == task.id {
+            tracing::info!(task_id = %task.id, "task created");
+        } else {
+            tracing::info!(task_id = %stored.id, "create retried: returning the task its request_id created");
+        }
+        Ok(stored)
     }
 
     pub async fn get(&self, user_id: Uuid, id: Uuid) -> Result<Task, Error> {

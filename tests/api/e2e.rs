@@ -31,6 +31,7 @@ async fn a_user_signs_up_logs_in_and_manages_tasks_with_the_minted_token(backend
                 title: "  Write the report ".into(),
                 description: "by Friday".into(),
                 due_time: Some(due),
+                ..Default::default()
             },
         ))
         .await

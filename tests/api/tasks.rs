@@ -23,6 +23,7 @@ on_both_backends!(
     each_invalid_request_class_names_its_field,
     concurrent_updates_with_the_same_etag_have_one_winner,
     stale_etag_on_delete_is_aborted_and_deletes_nothing,
+    create_with_a_request_id_is_idempotent_per_user,
 );
 
 /// A user of task-service: an id and a token for it.
@@ -445,4 +446,79 @@ async fn stale_etag_on_delete_is_aborted_and_deletes_nothing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(tasks.db.scalar("SELECT count(*) FROM tasks", None).await, 0);
+}
+
+async fn create_with_a_request_id_is_idempotent_per_user(backend: Backend) {
+    let tasks = start_tasks(backend).await;
+    let (alice, bob) = (caller(), caller());
+    let mut client = task_client(&tasks).await;
+    let request = |title: &str, request_id: &str| CreateTaskRequest {
+        title: title.into(),
+        description: "once".into(),
+        due_time: Some(prost_types::Timestamp { seconds: 1_900_000_000, nanos: 0 }),
+        request_id: request_id.into(),
+    };
+    let key = Uuid::new_v4().to_string();
+    let count = |user: Uuid| {
+        let db = &tasks.db;
+        async move { db.scalar("SELECT count(*) FROM tasks WHERE user_id = $1", Some(user)).await }
+    };
+
+    let first =
+        client.create_task(bearer(&alice.token, request("Pay rent", &key))).await.unwrap().into_inner().task.unwrap();
+    let again =
+        client.create_task(bearer(&alice.token, request("Pay rent", &key))).await.unwrap().into_inner().task.unwrap();
+    assert_eq!(again, first, "a retry returns the task the first call created");
+    assert_eq!(count(alice.id).await, 1);
+
+    // Ten retries at once (a client that timed out and retried on every connection).
+    let parallel_key = Uuid::new_v4().to_string();
+    let mut handles = Vec::new();
+    for _ in 0..10 {
+        let mut client = task_client(&tasks).await;
+        let (token, req) = (alice.token.clone(), request("Renew passport", &parallel_key));
+        handles.push(tokio::spawn(async move {
+            client.create_task(bearer(&token, req)).await.unwrap().into_inner().task.unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    for handle in handles {
+        ids.insert(handle.await.unwrap().id);
+    }
+    assert_eq!(ids.len(), 1, "parallel retries all get the same task");
+    assert_eq!(count(alice.id).await, 2, "and exactly one row was created");
+
+    // The same key with different content is a client bug, not a retry.
+    let reused = client.create_task(bearer(&alice.token, request("Pay the gas bill", &key))).await.unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&reused), ["request_id"]);
+    assert_eq!(count(alice.id).await, 2, "nothing written");
+
+    // Keys are per user: Bob's identical key creates Bob's own task.
+    let bobs =
+        client.create_task(bearer(&bob.token, request("Pay rent", &key))).await.unwrap().into_inner().task.unwrap();
+    assert_ne!(bobs.id, first.id);
+    assert_eq!(count(bob.id).await, 1);
+
+    // A retry after the task was updated returns it as it is now; after it was deleted, NOT_FOUND
+    // and nothing is re-created.
+    let done = UpdateTaskRequest { id: first.id.clone(), completed: Some(true), ..Default::default() };
+    let updated = client.update_task(bearer(&alice.token, done)).await.unwrap().into_inner().task.unwrap();
+    let again =
+        client.create_task(bearer(&alice.token, request("Pay rent", &key))).await.unwrap().into_inner().task.unwrap();
+    assert_eq!(again, updated);
+    client
+        .delete_task(bearer(&alice.token, DeleteTaskRequest { id: first.id.clone(), etag: String::new() }))
+        .await
+        .unwrap();
+    let gone = client.create_task(bearer(&alice.token, request("Pay rent", &key))).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(count(alice.id).await, 1, "only the parallel one is left");
+
+    for bad in ["has space", "\u{e9}t\u{e9}", &"x".repeat(129)] {
+        let status = client.create_task(bearer(&alice.token, request("Bad key", bad))).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
+        assert_eq!(violated_fields(&status), ["request_id"], "{bad:?}");
+    }
+    assert_eq!(count(alice.id).await, 1);
 }

@@ -23,17 +23,46 @@ use crate::page_token::Cursor;
 
 pub static MIGRATIONS: Migrations = Migrations {
     table: "_task_service_migrations",
-    postgres: &[MigrationFile {
-        version: 1,
-        description: "create tasks",
-        sql: include_str!("../../migrations/postgres/0001_create_tasks.sql"),
-    }],
-    sqlite: &[MigrationFile {
-        version: 1,
-        description: "create tasks",
-        sql: include_str!("../../migrations/sqlite/0001_create_tasks.sql"),
-    }],
+    postgres: &[
+        MigrationFile {
+            version: 1,
+            description: "create tasks",
+            sql: include_str!("../../migrations/postgres/0001_create_tasks.sql"),
+        },
+        MigrationFile {
+            version: 2,
+            description: "create requests",
+            sql: include_str!("../../migrations/postgres/0002_create_requests.sql"),
+        },
+    ],
+    sqlite: &[
+        MigrationFile {
+            version: 1,
+            description: "create tasks",
+            sql: include_str!("../../migrations/sqlite/0001_create_tasks.sql"),
+        },
+        MigrationFile {
+            version: 2,
+            description: "create requests",
+            sql: include_str!("../../migrations/sqlite/0002_create_requests.sql"),
+        },
+    ],
 };
+
+/// A CreateTask `request_id` and the fingerprint of what it asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyKey<'a> {
+    pub request_id: &'a str,
+    pub fingerprint: [u8; 32],
+}
+
+/// What a claimed key says about a replayed request.
+fn replay(stored_fingerprint: &[u8], key: &IdempotencyKey<'_>, task: Option<Task>) -> Result<Task, Error> {
+    if stored_fingerprint != key.fingerprint {
+        return Err(Error::RequestIdReused);
+    }
+    task.ok_or(Error::CreatedTaskDeleted)
+}
 
 /// One page of a listing, in (created_at DESC, id DESC) order.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +74,11 @@ pub struct PageQuery {
 
 #[tonic::async_trait]
 pub trait TaskStore: Send + Sync + 'static {
-    async fn insert_task(&self, task: &Task) -> Result<(), Error>;
+    /// Stores a new task. With an idempotency key, in one transaction with the key: the first
+    /// call stores both and returns `task`; a retry stores nothing and returns the task the
+    /// key created ([`Error::RequestIdReused`] if the content differs,
+    /// [`Error::CreatedTaskDeleted`] if that task is gone).
+    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<Task, Error>;
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error>;
 

@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use todo_shared::timestamp::from_unix_micros;
 use uuid::Uuid;
 
-use super::{PageQuery, TaskStore, no_row_error};
+use super::{IdempotencyKey, PageQuery, TaskStore, no_row_error, replay};
 use crate::domain::{Task, TaskPatch};
 use crate::error::Error;
 
@@ -26,6 +26,25 @@ impl PgTaskStore {
     }
 }
 
+async fn insert_row(conn: &mut sqlx::PgConnection, task: &Task) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(task.id)
+    .bind(task.user_id)
+    .bind(&task.title)
+    .bind(&task.description)
+    .bind(task.completed)
+    .bind(task.due_time)
+    .bind(task.created_at)
+    .bind(task.updated_at)
+    .bind(task.version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 fn task_from_row(row: &PgRow) -> Result<Task, sqlx::Error> {
     Ok(Task {
         id: row.try_get("id")?,
@@ -42,23 +61,41 @@ fn task_from_row(row: &PgRow) -> Result<Task, sqlx::Error> {
 
 #[tonic::async_trait]
 impl TaskStore for PgTaskStore {
-    async fn insert_task(&self, task: &Task) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<Task, Error> {
+        let Some(key) = key else {
+            insert_row(&mut *self.pool.acquire().await?, task).await?;
+            return Ok(task.clone());
+        };
+        let mut tx = self.pool.begin().await?;
+        // A concurrent first call holding the same key makes this wait for its outcome, so
+        // exactly one of any number of parallel retries inserts.
+        let claimed = sqlx::query(
+            "INSERT INTO task_create_requests (user_id, request_id, fingerprint, task_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, request_id) DO NOTHING",
         )
-        .bind(task.id)
         .bind(task.user_id)
-        .bind(&task.title)
-        .bind(&task.description)
-        .bind(task.completed)
-        .bind(task.due_time)
+        .bind(key.request_id)
+        .bind(&key.fingerprint[..])
+        .bind(task.id)
         .bind(task.created_at)
-        .bind(task.updated_at)
-        .bind(task.version)
-        .execute(&self.pool)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if claimed {
+            insert_row(&mut tx, task).await?;
+            tx.commit().await?;
+            return Ok(task.clone());
+        }
+        let (fingerprint, task_id): (Vec<u8>, Uuid) = sqlx::query_as(
+            "SELECT fingerprint, task_id FROM task_create_requests WHERE user_id = $1 AND request_id = $2",
+        )
+        .bind(task.user_id)
+        .bind(key.request_id)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        replay(&fingerprint, key, self.get_task(task.user_id, task_id).await?)
     }
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error> {
