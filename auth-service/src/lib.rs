@@ -62,6 +62,8 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let keys = Arc::new(TokenKeys::new(&config.token.secret, &config.token.issuer, &config.token.audience)?);
         let hasher = Arc::new(PasswordHasher::new(&config.hashing)?);
+        let blocked = domain::load_password_blocklist();
+        tracing::debug!(blocked, "common-password blocklist loaded");
         let pool = Pool::connect_lazy(&config.database, &config.pool).map_err(StartError::Database)?;
         let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
             .await

@@ -62,9 +62,10 @@ async fn sign_up_then_login_then_get_current_user(backend: Backend) {
 async fn login_token_carries_every_claim_and_expires_in_seven_days(backend: Backend) {
     let auth = start_auth(backend).await;
     let mut client = auth_client(&auth).await;
-    let user = client.sign_up(sign_up("claims@example.com", "password123")).await.unwrap().into_inner().user.unwrap();
+    let user =
+        client.sign_up(sign_up("claims@example.com", "tulip-anchor-93")).await.unwrap().into_inner().user.unwrap();
     let before = now_secs();
-    let token = client.login(login("claims@example.com", "password123")).await.unwrap().into_inner().access_token;
+    let token = client.login(login("claims@example.com", "tulip-anchor-93")).await.unwrap().into_inner().access_token;
 
     let header = payload_of(&format!("x.{}", token.split('.').next().unwrap()));
     assert_eq!(header["alg"], "HS256");
@@ -78,14 +79,14 @@ async fn login_token_carries_every_claim_and_expires_in_seven_days(backend: Back
     assert!((before..=before + 5).contains(&iat));
     assert_eq!(claims["exp"].as_i64().unwrap() - iat, 7 * 24 * 3600);
 
-    let second = client.login(login("claims@example.com", "password123")).await.unwrap().into_inner().access_token;
+    let second = client.login(login("claims@example.com", "tulip-anchor-93")).await.unwrap().into_inner().access_token;
     assert_ne!(payload_of(&second)["jti"], claims["jti"], "every token has its own jti");
 }
 
 async fn duplicate_email_in_another_case_is_already_exists(backend: Backend) {
     let auth = start_auth(backend).await;
     let mut client = auth_client(&auth).await;
-    client.sign_up(sign_up("dup@example.com", "password123")).await.unwrap();
+    client.sign_up(sign_up("dup@example.com", "tulip-anchor-93")).await.unwrap();
 
     let err = client.sign_up(sign_up(" DUP@Example.com", "another-password")).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
@@ -109,7 +110,7 @@ async fn concurrent_duplicate_sign_ups_have_exactly_one_winner(backend: Backend)
         tokio::spawn(async move {
             let mut client =
                 todo_tests::pb::auth::v1::auth_service_client::AuthServiceClient::connect(url).await.unwrap();
-            client.sign_up(sign_up(email, "password123")).await.map(|_| ()).map_err(|s| s.code())
+            client.sign_up(sign_up(email, "tulip-anchor-93")).await.map(|_| ()).map_err(|s| s.code())
         })
     })
     .collect();
@@ -127,26 +128,32 @@ async fn each_invalid_email_and_password_class_names_its_field(backend: Backend)
     let mut client = auth_client(&auth).await;
     let long_email = format!("{}@example.com", "a".repeat(243));
     let cases: Vec<(&str, SignUpRequest, Vec<&str>)> = vec![
-        ("empty email", sign_up("", "password123"), vec!["email"]),
-        ("whitespace email", sign_up("   ", "password123"), vec!["email"]),
-        ("no at sign", sign_up("ada.example.com", "password123"), vec!["email"]),
-        ("no domain dot", sign_up("ada@example", "password123"), vec!["email"]),
-        ("space inside", sign_up("a da@example.com", "password123"), vec!["email"]),
-        ("255 characters", sign_up(&long_email, "password123"), vec!["email"]),
+        ("empty email", sign_up("", "tulip-anchor-93"), vec!["email"]),
+        ("whitespace email", sign_up("   ", "tulip-anchor-93"), vec!["email"]),
+        ("no at sign", sign_up("ada.example.com", "tulip-anchor-93"), vec!["email"]),
+        ("no domain dot", sign_up("ada@example", "tulip-anchor-93"), vec!["email"]),
+        ("space inside", sign_up("a da@example.com", "tulip-anchor-93"), vec!["email"]),
+        ("255 characters", sign_up(&long_email, "tulip-anchor-93"), vec!["email"]),
         ("empty password", sign_up("ok@example.com", ""), vec!["password"]),
         ("7-character password", sign_up("ok@example.com", "1234567"), vec!["password"]),
         ("129-character password", sign_up("ok@example.com", &"p".repeat(129)), vec!["password"]),
         ("both bad", sign_up("nope", "short"), vec!["email", "password"]),
+        ("common password", sign_up("ok@example.com", "iloveyou1"), vec!["password"]),
+        ("common password, other case", sign_up("ok@example.com", "PassWord123"), vec!["password"]),
+        ("the email itself", sign_up("Grace.Hopper@example.com", "grace.hopper@example.com"), vec!["password"]),
+        ("the email's local part", sign_up("grace.hopper@example.com", "Grace.Hopper"), vec!["password"]),
     ];
     for (label, request, fields) in cases {
         let err = client.sign_up(request).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{label}");
         assert_eq!(violated_fields(&err), fields, "{label}");
     }
+    let common = client.sign_up(sign_up("ok@example.com", "sunshine1")).await.unwrap_err();
+    assert!(common.message().contains("most common passwords"), "the reason is given: {}", common.message());
     assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 0);
 
     // The boundaries themselves are accepted, Unicode included.
-    client.sign_up(sign_up("eight@example.com", "12345678")).await.unwrap();
+    client.sign_up(sign_up("eight@example.com", "9x4!kq2z")).await.unwrap();
     client.sign_up(sign_up("long@example.com", &"é".repeat(128))).await.unwrap();
     client.login(login("long@example.com", &"é".repeat(128))).await.unwrap();
 }
@@ -154,10 +161,10 @@ async fn each_invalid_email_and_password_class_names_its_field(backend: Backend)
 async fn unknown_email_is_indistinguishable_from_wrong_password(backend: Backend) {
     let auth = start_auth(backend).await;
     let mut client = auth_client(&auth).await;
-    client.sign_up(sign_up("known@example.com", "password123")).await.unwrap();
+    client.sign_up(sign_up("known@example.com", "tulip-anchor-93")).await.unwrap();
 
     let wrong_password = client.login(login("known@example.com", "password124")).await.unwrap_err();
-    let unknown_email = client.login(login("unknown@example.com", "password123")).await.unwrap_err();
+    let unknown_email = client.login(login("unknown@example.com", "tulip-anchor-93")).await.unwrap_err();
     assert_eq!(wrong_password.code(), Code::Unauthenticated);
     assert_eq!(unknown_email.code(), Code::Unauthenticated);
     assert_eq!(wrong_password.message(), unknown_email.message());
@@ -171,7 +178,8 @@ async fn unknown_email_is_indistinguishable_from_wrong_password(backend: Backend
 async fn bad_tokens_are_unauthenticated_for_get_current_user(backend: Backend) {
     let auth = start_auth(backend).await;
     let mut client = auth_client(&auth).await;
-    let user = client.sign_up(sign_up("victim@example.com", "password123")).await.unwrap().into_inner().user.unwrap();
+    let user =
+        client.sign_up(sign_up("victim@example.com", "tulip-anchor-93")).await.unwrap().into_inner().user.unwrap();
     let id = uuid::Uuid::parse_str(&user.id).unwrap();
 
     for (label, authorization) in bad_authorizations(id) {
@@ -190,8 +198,8 @@ async fn bad_tokens_are_unauthenticated_for_get_current_user(backend: Backend) {
 async fn token_of_a_deleted_user_is_rejected(backend: Backend) {
     let auth = start_auth(backend).await;
     let mut client = auth_client(&auth).await;
-    let user = client.sign_up(sign_up("gone@example.com", "password123")).await.unwrap().into_inner().user.unwrap();
-    let token = client.login(login("gone@example.com", "password123")).await.unwrap().into_inner().access_token;
+    let user = client.sign_up(sign_up("gone@example.com", "tulip-anchor-93")).await.unwrap().into_inner().user.unwrap();
+    let token = client.login(login("gone@example.com", "tulip-anchor-93")).await.unwrap().into_inner().access_token;
     let id = uuid::Uuid::parse_str(&user.id).unwrap();
     assert_eq!(auth.db.execute("DELETE FROM users WHERE id = $1", id, None).await, 1);
 
@@ -203,20 +211,21 @@ async fn token_of_a_deleted_user_is_rejected(backend: Backend) {
 async fn weaker_password_hash_is_upgraded_on_login(backend: Backend) {
     let auth = start_auth(backend).await;
     let mut client = auth_client(&auth).await;
-    let user = client.sign_up(sign_up("legacy@example.com", "password123")).await.unwrap().into_inner().user.unwrap();
+    let user =
+        client.sign_up(sign_up("legacy@example.com", "tulip-anchor-93")).await.unwrap().into_inner().user.unwrap();
     let id = uuid::Uuid::parse_str(&user.id).unwrap();
     let weak = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
         argon2::Version::V0x13,
         argon2::Params::new(4096, 1, 1, None).unwrap(),
     )
-    .hash_password(b"password123")
+    .hash_password(b"tulip-anchor-93")
     .unwrap()
     .to_string();
     auth.db.execute("UPDATE users SET password_hash = $2 WHERE id = $1", id, Some(&weak)).await;
 
-    client.login(login("legacy@example.com", "password123")).await.unwrap();
+    client.login(login("legacy@example.com", "tulip-anchor-93")).await.unwrap();
     let upgraded = auth.db.text("SELECT password_hash FROM users WHERE id = $1", id).await;
     assert!(upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{upgraded}");
-    client.login(login("legacy@example.com", "password123")).await.unwrap();
+    client.login(login("legacy@example.com", "tulip-anchor-93")).await.unwrap();
 }

@@ -15,9 +15,12 @@ async fn a_user_signs_up_logs_in_and_manages_tasks_with_the_minted_token(backend
     let mut accounts = auth_client(&auth).await;
     let mut client = task_client(&tasks).await;
 
-    accounts.sign_up(SignUpRequest { email: "e2e@example.com".into(), password: "password123".into() }).await.unwrap();
+    accounts
+        .sign_up(SignUpRequest { email: "e2e@example.com".into(), password: "tulip-anchor-93".into() })
+        .await
+        .unwrap();
     let token = accounts
-        .login(LoginRequest { email: "e2e@example.com".into(), password: "password123".into() })
+        .login(LoginRequest { email: "e2e@example.com".into(), password: "tulip-anchor-93".into() })
         .await
         .unwrap()
         .into_inner()
