@@ -8,6 +8,23 @@ use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 
 use crate::password::HashLimits;
+use crate::throttle::{Rate, ThrottleConfig, TrustedProxies};
+
+fn throttle_config(env: &Env) -> Result<ThrottleConfig, ConfigError> {
+    let rate = |var: &'static str, default: Rate| match env.get(var)? {
+        None => Ok(Some(default)),
+        Some(raw) => Rate::parse(&raw).map_err(|reason| ConfigError::new(var, reason)),
+    };
+    let trusted_proxies = match env.get("AUTH_TRUSTED_PROXIES")? {
+        None => TrustedProxies::default(),
+        Some(raw) => TrustedProxies::parse(&raw).map_err(|reason| ConfigError::new("AUTH_TRUSTED_PROXIES", reason))?,
+    };
+    Ok(ThrottleConfig {
+        per_address: rate("AUTH_THROTTLE_PER_ADDRESS", ThrottleConfig::DEFAULT_PER_ADDRESS)?,
+        per_email: rate("AUTH_THROTTLE_PER_EMAIL", ThrottleConfig::DEFAULT_PER_EMAIL)?,
+        trusted_proxies,
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -26,6 +43,8 @@ pub struct Config {
     pub cors: AllowedOrigins,
     /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores.
     pub hashing: HashLimits,
+    /// `AUTH_THROTTLE_PER_ADDRESS`, `AUTH_THROTTLE_PER_EMAIL`, `AUTH_TRUSTED_PROXIES`.
+    pub throttle: ThrottleConfig,
     pub drain_timeout: Duration,
 }
 
@@ -53,6 +72,7 @@ impl Config {
             log_filter: env.log_filter()?,
             cors: env.cors_origins()?,
             hashing,
+            throttle: throttle_config(env)?,
             drain_timeout: todo_shared::server::GrpcHost::DEFAULT_DRAIN_TIMEOUT,
         })
     }

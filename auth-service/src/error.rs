@@ -7,6 +7,8 @@ use todo_shared::validation::FieldViolations;
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::throttle::Throttled;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -21,6 +23,9 @@ pub enum Error {
     /// A valid token whose user has since been deleted.
     #[error("the user of this token no longer exists")]
     UserGone,
+    /// Too many password attempts from this address or on this email.
+    #[error("{}", throttled_message(.0))]
+    Throttled(Throttled),
     /// The password-hashing queue is full.
     #[error("too many password checks in progress; retry shortly")]
     Overloaded { retry_after: Duration },
@@ -30,6 +35,17 @@ pub enum Error {
     Hashing(String),
     #[error("token minting failed: {0}")]
     Minting(#[from] todo_shared::token::MintError),
+}
+
+fn throttled_message(throttled: &Throttled) -> String {
+    // Whole seconds, rounded up: "retry in 0 s" would invite an immediate retry.
+    let secs = |d: &Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    match throttled {
+        Throttled::Address(wait) => {
+            format!("too many sign-up and login attempts from your address: retry in {} s", secs(wait))
+        }
+        Throttled::Email(wait) => format!("too many attempts for this email address: retry in {} s", secs(wait)),
+    }
 }
 
 impl From<FieldViolations> for Error {
@@ -45,6 +61,13 @@ impl From<Error> for Status {
             Error::EmailTaken => Status::already_exists(err.to_string()),
             Error::InvalidCredentials | Error::UserGone => Status::unauthenticated(err.to_string()),
             Error::Unauthenticated(auth) => auth.into(),
+            Error::Throttled(Throttled::Address(retry_after) | Throttled::Email(retry_after)) => {
+                Status::with_error_details(
+                    tonic::Code::ResourceExhausted,
+                    err.to_string(),
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                )
+            }
             Error::Overloaded { retry_after } => Status::with_error_details(
                 tonic::Code::ResourceExhausted,
                 err.to_string(),

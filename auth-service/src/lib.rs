@@ -9,6 +9,7 @@ pub mod error;
 pub mod password;
 pub mod service;
 pub mod store;
+pub mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,7 +73,8 @@ impl Application {
             .with_cors(config.cors.clone());
 
         let accounts = Arc::new(Accounts::new(store::for_pool(&pool), hasher, keys, config.access_token_ttl));
-        let api = AuthServiceServer::new(AuthApi::new(accounts)).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let throttle = Arc::new(throttle::Throttle::new(&config.throttle));
+        let api = AuthServiceServer::new(AuthApi::new(accounts, throttle)).max_decoding_message_size(MAX_REQUEST_BYTES);
         let gate = ReadyGate(host.readiness());
         let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 

@@ -1,5 +1,6 @@
 //! The gRPC adapter: convert the request, call [`Accounts`], convert the answer back.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use todo_shared::auth::authenticate;
@@ -10,31 +11,44 @@ use tonic::{Request, Response, Status};
 use crate::accounts::Accounts;
 use crate::domain::{Credentials, NewAccount};
 use crate::error::Error;
+use crate::throttle::Throttle;
 
 /// The `token_type` of every LoginResponse (RFC 6750).
 const TOKEN_TYPE: &str = "bearer";
 
 pub struct AuthApi {
     accounts: Arc<Accounts>,
+    throttle: Arc<Throttle>,
 }
 
 impl AuthApi {
-    pub fn new(accounts: Arc<Accounts>) -> Self {
-        Self { accounts }
+    pub fn new(accounts: Arc<Accounts>, throttle: Arc<Throttle>) -> Self {
+        Self { accounts, throttle }
+    }
+
+    fn client_address<T>(&self, request: &Request<T>) -> Option<IpAddr> {
+        self.throttle.client_address(request.remote_addr(), request.metadata())
     }
 }
 
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn sign_up(&self, request: Request<pb::SignUpRequest>) -> Result<Response<pb::SignUpResponse>, Status> {
+        let address = self.client_address(&request);
         let account = NewAccount::try_from(request.into_inner()).map_err(Error::from)?;
+        // Counted before any hashing: a refused attempt costs the server almost nothing.
+        self.throttle.attempt(address, account.email.as_str()).map_err(Error::Throttled)?;
         let user = self.accounts.sign_up(account).await?;
         Ok(Response::new(pb::SignUpResponse { user: Some(user.into()) }))
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let address = self.client_address(&request);
         let credentials = Credentials::try_from(request.into_inner()).map_err(Error::from)?;
+        self.throttle.attempt(address, &credentials.email).map_err(Error::Throttled)?;
+        let email = credentials.email.clone();
         let session = self.accounts.login(credentials).await?;
+        self.throttle.succeeded(&email);
         Ok(Response::new(pb::LoginResponse {
             access_token: session.token.token,
             token_type: TOKEN_TYPE.to_owned(),

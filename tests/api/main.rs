@@ -6,4 +6,5 @@ mod e2e;
 mod health;
 mod model;
 mod tasks;
+mod throttle;
 mod web;

@@ -5,6 +5,7 @@
 //! (CI always sets it). Without it they are skipped with a note, except under `CI=true`,
 //! where a missing PostgreSQL is a failure.
 
+pub mod adversary;
 pub mod proxy;
 
 use std::net::SocketAddr;
@@ -267,6 +268,9 @@ pub fn auth_config(db: &TestDb) -> auth_service::Config {
         log_filter: LogFilter::default(),
         cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
         hashing: auth_service::password::HashLimits::default(),
+        // Off here: the suite signs up and logs in far faster than any person. Throttling has
+        // its own tests, with limits small enough to reach.
+        throttle: auth_service::throttle::ThrottleConfig::off(),
         drain_timeout: Duration::from_secs(5),
     }
 }

@@ -1,0 +1,380 @@
+//! Throttling of password attempts (Login and SignUp) per client address and per email.
+//!
+//! Each limiter is a GCRA ("leaky bucket as a meter"): a key may spend a burst of `count`
+//! attempts, then one every `period / count`. Its whole state is one instant per key (the
+//! theoretical arrival time), checked and advanced under one lock, so a hundred parallel
+//! guesses at one email cannot all pass before the first is counted. An attempt is counted
+//! before the password is checked; a successful login forgives the email's count.
+//!
+//! The key is the normalised email whether or not an account has it, so an unknown email is
+//! throttled exactly like a known one. Keys are kept as 64-bit keyed hashes in a fixed number
+//! of slots: memory stays bounded however many distinct emails and addresses arrive.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tonic::metadata::MetadataMap;
+
+/// `N/s`, `N/min` or `N/h`: a burst of N attempts, refilled evenly over the period; or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    pub const fn per_minute(count: u32) -> Self {
+        Self { count, period: Duration::from_secs(60) }
+    }
+
+    /// `Ok(None)` for `off`.
+    pub fn parse(raw: &str) -> Result<Option<Self>, String> {
+        let raw = raw.trim();
+        if raw.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let expected = || format!("expected a rate such as 10/min, 5/s or 100/h (or off), got {raw:?}");
+        let (count, unit) = raw.split_once('/').ok_or_else(expected)?;
+        let count: u32 = count.trim().parse().map_err(|_| expected())?;
+        let period = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "min" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(expected()),
+        };
+        if count == 0 || count > 1_000_000 {
+            return Err(format!("the count must be from 1 to 1000000, got {count}"));
+        }
+        Ok(Some(Self { count, period }))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.period.as_secs() {
+            1 => "s",
+            3600 => "h",
+            _ => "min",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+/// Keys tracked per limiter before the least constraining ones are forgotten. 2^17 keys of
+/// 16 bytes each (plus the map's overhead): a few MiB at most.
+const MAX_KEYS: usize = 1 << 17;
+const SHARDS: usize = 64;
+
+/// One GCRA limiter over hashed keys.
+pub struct Limiter {
+    /// Minimum spacing of attempts once the burst is spent.
+    interval: Duration,
+    /// How far ahead of now the theoretical arrival time may run: (burst - 1) intervals.
+    tolerance: Duration,
+    epoch: Instant,
+    hasher: RandomState,
+    /// Theoretical arrival time per key, in nanoseconds since `epoch`.
+    shards: Box<[Mutex<HashMap<u64, u64>>]>,
+}
+
+impl Limiter {
+    pub fn new(rate: Rate) -> Self {
+        let interval = rate.period / rate.count;
+        Self {
+            interval,
+            tolerance: interval * (rate.count - 1),
+            epoch: Instant::now(),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    /// Counts an attempt for `key`, or says how long until one would be allowed.
+    pub fn check(&self, key: impl Hash, now: Instant) -> Result<(), Duration> {
+        let (hash, now) = (self.hasher.hash_one(key), self.nanos(now));
+        let (interval, tolerance) = (nanos(self.interval), nanos(self.tolerance));
+        let mut shard = self.shard(hash);
+        let tat = shard.get(&hash).copied().unwrap_or(now).max(now);
+        if tat - now > tolerance {
+            return Err(Duration::from_nanos(tat - now - tolerance));
+        }
+        if shard.len() >= MAX_KEYS / SHARDS && !shard.contains_key(&hash) {
+            make_room(&mut shard, now);
+        }
+        shard.insert(hash, tat + interval);
+        Ok(())
+    }
+
+    /// Forgets `key`'s attempts (a successful login).
+    pub fn forgive(&self, key: impl Hash) {
+        let hash = self.hasher.hash_one(key);
+        self.shard(hash).remove(&hash);
+    }
+
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        // The map is valid after any panic (every update is one insert or remove).
+        self.shards[(hash as usize) % SHARDS].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.epoch))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Drops keys that are back to a full burst (they behave exactly like unseen keys); if none
+/// are, the one closest to it, so a flood of fresh keys cannot erase a key under penalty
+/// before the others.
+fn make_room(shard: &mut HashMap<u64, u64>, now: u64) {
+    shard.retain(|_, tat| *tat > now);
+    if shard.len() >= MAX_KEYS / SHARDS
+        && let Some((&oldest, _)) = shard.iter().min_by_key(|(_, tat)| **tat)
+    {
+        shard.remove(&oldest);
+    }
+}
+
+/// Which hops' `x-forwarded-for` entries to believe: the addresses of our own proxies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// A comma-separated list of addresses or CIDR ranges, e.g. `10.0.0.0/8, 192.168.1.7`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad = || format!("{entry:?} is not an IP address or CIDR range such as 10.0.0.0/8");
+            let (addr, bits) = match entry.split_once('/') {
+                Some((addr, bits)) => (addr, Some(bits)),
+                None => (entry, None),
+            };
+            let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                None => max,
+                Some(bits) => bits.parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(bad)?,
+            };
+            ranges.push((addr, bits));
+        }
+        Ok(Self(ranges))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|&(net, bits)| in_range(ip, net, bits))
+    }
+
+    /// The client's address: the TCP peer, unless the peer is one of our proxies, in which case
+    /// the right-most `x-forwarded-for` entry that is not one of our proxies (entries further
+    /// left were written by the client and prove nothing).
+    pub fn client_address(&self, peer: Option<SocketAddr>, metadata: &MetadataMap) -> Option<IpAddr> {
+        let peer = peer.map(|p| p.ip())?;
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let forwarded = metadata.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
+        for hop in forwarded.iter().rev().flat_map(|header| header.rsplit(',')) {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if self.trusts(ip) => continue,
+                Ok(ip) => return Some(ip),
+                // A hop we cannot read: stop believing the chain there.
+                Err(_) => break,
+            }
+        }
+        Some(peer)
+    }
+}
+
+fn in_range(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The key an address is throttled under: IPv6 clients usually hold a whole /64, so that is
+/// one key; IPv4-mapped addresses count as the IPv4 address.
+fn address_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u128::from(u32::from(v4)),
+            None => u128::from(v6) & !u128::from(u64::MAX),
+        },
+    }
+}
+
+/// The limits of auth-service's password endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleConfig {
+    /// `AUTH_THROTTLE_PER_ADDRESS`: attempts per client address (Login and SignUp together).
+    pub per_address: Option<Rate>,
+    /// `AUTH_THROTTLE_PER_EMAIL`: attempts per normalised email (Login and SignUp together).
+    pub per_email: Option<Rate>,
+    /// `AUTH_TRUSTED_PROXIES`: proxies whose `x-forwarded-for` is believed.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl ThrottleConfig {
+    pub const DEFAULT_PER_ADDRESS: Rate = Rate::per_minute(120);
+    pub const DEFAULT_PER_EMAIL: Rate = Rate::per_minute(10);
+
+    /// No throttling at all: for load tests of the hashing path.
+    pub fn off() -> Self {
+        Self { per_address: None, per_email: None, trusted_proxies: TrustedProxies::default() }
+    }
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            per_address: Some(Self::DEFAULT_PER_ADDRESS),
+            per_email: Some(Self::DEFAULT_PER_EMAIL),
+            trusted_proxies: TrustedProxies::default(),
+        }
+    }
+}
+
+/// Which limit refused an attempt, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttled {
+    Address(Duration),
+    Email(Duration),
+}
+
+pub struct Throttle {
+    per_address: Option<Limiter>,
+    per_email: Option<Limiter>,
+    trusted_proxies: TrustedProxies,
+}
+
+impl Throttle {
+    pub fn new(config: &ThrottleConfig) -> Self {
+        Self {
+            per_address: config.per_address.map(Limiter::new),
+            per_email: config.per_email.map(Limiter::new),
+            trusted_proxies: config.trusted_proxies.clone(),
+        }
+    }
+
+    pub fn client_address(&self, peer: Option<SocketAddr>, metadata: &MetadataMap) -> Option<IpAddr> {
+        self.trusted_proxies.client_address(peer, metadata)
+    }
+
+    /// Counts one password attempt by `address` on `email` (normalised), or refuses it. The
+    /// address is checked first, so a refused address spends none of the email's attempts.
+    pub fn attempt(&self, address: Option<IpAddr>, email: &str) -> Result<(), Throttled> {
+        let now = Instant::now();
+        if let (Some(limiter), Some(ip)) = (&self.per_address, address) {
+            limiter.check(address_key(ip), now).map_err(Throttled::Address)?;
+        }
+        if let Some(limiter) = &self.per_email {
+            limiter.check(email, now).map_err(Throttled::Email)?;
+        }
+        Ok(())
+    }
+
+    /// The right password: the email's failed attempts no longer count against it.
+    pub fn succeeded(&self, email: &str) {
+        if let Some(limiter) = &self.per_email {
+            limiter.forgive(email);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_one_attempt_per_interval() {
+        let limiter = Limiter::new(Rate { count: 3, period: Duration::from_secs(3) });
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            limiter.check("ada", t0).unwrap();
+        }
+        let wait = limiter.check("ada", t0).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(1));
+        // Refused attempts cost nothing; after the interval, exactly one more is allowed.
+        assert!(limiter.check("ada", t0 + Duration::from_millis(999)).is_err());
+        limiter.check("ada", t0 + Duration::from_secs(1)).unwrap();
+        assert!(limiter.check("ada", t0 + Duration::from_secs(1)).is_err());
+        // Other keys are independent; forgiving resets the key.
+        limiter.check("grace", t0).unwrap();
+        limiter.forgive("ada");
+        limiter.check("ada", t0 + Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn memory_stays_bounded_and_recovered_keys_are_forgotten_first() {
+        let limiter = Limiter::new(Rate { count: 2, period: Duration::from_secs(2) });
+        let t0 = Instant::now();
+        for i in 0..MAX_KEYS {
+            limiter.check(i, t0).unwrap();
+        }
+        // Later, a victim is under penalty while a flood of fresh keys arrives.
+        let later = t0 + Duration::from_secs(10);
+        limiter.check("victim", later).unwrap();
+        limiter.check("victim", later).unwrap();
+        for i in MAX_KEYS..(MAX_KEYS * 2) {
+            limiter.check(i, later).unwrap();
+        }
+        let tracked: usize = limiter.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(tracked <= MAX_KEYS, "{tracked} keys tracked");
+        assert!(limiter.check("victim", later).is_err(), "the flood did not reset the victim");
+    }
+
+    #[test]
+    fn rates_parse_with_their_unit() {
+        assert_eq!(Rate::parse("10/min").unwrap(), Some(Rate::per_minute(10)));
+        assert_eq!(Rate::parse(" 5/s ").unwrap(), Some(Rate { count: 5, period: Duration::from_secs(1) }));
+        assert_eq!(Rate::parse("OFF").unwrap(), None);
+        for bad in ["10", "10/day", "0/min", "-1/s", "ten/min"] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Rate::per_minute(120).to_string(), "120/min");
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7").unwrap();
+        let mut metadata = MetadataMap::new();
+        metadata.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.2.3".parse().unwrap());
+        let proxy: SocketAddr = "10.9.9.9:4000".parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.4:4000".parse().unwrap();
+        // Behind our proxy: the right-most address that is not ours (6.6.6.6 was written by the client).
+        assert_eq!(proxies.client_address(Some(proxy), &metadata), Some("203.0.113.9".parse().unwrap()));
+        // Anyone else's header is ignored.
+        assert_eq!(proxies.client_address(Some(stranger), &metadata), Some(stranger.ip()));
+        assert_eq!(TrustedProxies::default().client_address(Some(proxy), &metadata), Some(proxy.ip()));
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("proxy.internal").is_err());
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        assert_eq!(address_key("::ffff:192.0.2.1".parse().unwrap()), address_key("192.0.2.1".parse().unwrap()));
+    }
+}

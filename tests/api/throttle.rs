@@ -1,0 +1,151 @@
+//! Login and sign-up throttling: per client address and per normalised email, counted
+//! atomically before any hashing, the same for unknown and known emails.
+
+use std::time::Duration;
+
+use auth_service::throttle::{Rate, ThrottleConfig, TrustedProxies};
+use todo_shared::pb::auth::v1::{LoginRequest, SignUpRequest};
+use todo_tests::*;
+use tonic::Code;
+use tonic_types::StatusExt as _;
+
+on_both_backends!(
+    the_email_limit_holds_under_parallel_attempts_and_treats_unknown_emails_alike,
+    the_address_limit_counts_sign_ups_and_logins_together,
+    forwarded_for_is_believed_only_from_a_trusted_proxy,
+);
+
+const PASSWORD: &str = "plum-kettle-orbit-42";
+
+async fn start_throttled(backend: Backend, throttle: ThrottleConfig) -> Running {
+    let db = TestDb::new(backend).await;
+    let mut config = auth_config(&db);
+    config.throttle = throttle;
+    start_auth_with(config, db).await
+}
+
+fn per_minute(count: u32) -> Option<Rate> {
+    Some(Rate::per_minute(count))
+}
+
+fn login(email: &str, password: &str) -> LoginRequest {
+    LoginRequest { email: email.into(), password: password.into() }
+}
+
+/// Fires `n` logins at once; returns (code, message) of each.
+async fn parallel_logins(auth: &Running, n: usize, email: &str, password: &str) -> Vec<(Code, String)> {
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        let mut client = auth_client(auth).await;
+        let request = login(email, password);
+        handles.push(tokio::spawn(async move {
+            match client.login(request).await {
+                Ok(_) => (Code::Ok, String::new()),
+                Err(status) => {
+                    if status.code() == Code::ResourceExhausted {
+                        assert!(status.get_details_retry_info().is_some(), "RetryInfo is attached: {status:?}");
+                    }
+                    (status.code(), status.message().to_owned())
+                }
+            }
+        }));
+    }
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    results
+}
+
+fn count(results: &[(Code, String)], code: Code) -> usize {
+    results.iter().filter(|(c, _)| *c == code).count()
+}
+
+/// The message without its "retry in N s" figure.
+fn reason(message: &str) -> &str {
+    message.split(": retry in").next().unwrap_or(message)
+}
+
+async fn the_email_limit_holds_under_parallel_attempts_and_treats_unknown_emails_alike(backend: Backend) {
+    let throttle =
+        ThrottleConfig { per_address: None, per_email: per_minute(5), trusted_proxies: TrustedProxies::default() };
+    let auth = start_throttled(backend, throttle).await;
+    let mut client = auth_client(&auth).await;
+    client.sign_up(SignUpRequest { email: "Known@Example.com".into(), password: PASSWORD.into() }).await.unwrap();
+
+    // 20 guesses at once: the sign-up spent one of the 5, so exactly 4 get a password check.
+    let known = parallel_logins(&auth, 20, " known@example.COM ", "wrong-guess-1").await;
+    assert_eq!(count(&known, Code::Unauthenticated), 4, "{known:?}");
+    assert_eq!(count(&known, Code::ResourceExhausted), 16, "{known:?}");
+    // An email nobody has: the same 5-then-refuse answers (no sign-up spent one here).
+    let unknown = parallel_logins(&auth, 20, "nobody@example.com", "wrong-guess-1").await;
+    assert_eq!(count(&unknown, Code::Unauthenticated), 5, "{unknown:?}");
+    assert_eq!(count(&unknown, Code::ResourceExhausted), 15, "{unknown:?}");
+    let refusal = |results: &[(Code, String)]| {
+        results.iter().find(|(c, _)| *c == Code::ResourceExhausted).map(|(_, m)| reason(m).to_owned()).unwrap()
+    };
+    assert_eq!(refusal(&known), refusal(&unknown), "refusals must not tell known from unknown emails");
+    assert!(refusal(&known).contains("this email address"), "{}", refusal(&known));
+
+    // The right password is refused too while the email is throttled: guessing cannot get
+    // around the limit, and another email is unaffected.
+    let right = client.login(login("known@example.com", PASSWORD)).await.unwrap_err();
+    assert_eq!(right.code(), Code::ResourceExhausted);
+    client.sign_up(SignUpRequest { email: "other@example.com".into(), password: PASSWORD.into() }).await.unwrap();
+    client.login(login("other@example.com", PASSWORD)).await.unwrap();
+    assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 2);
+}
+
+async fn the_address_limit_counts_sign_ups_and_logins_together(backend: Backend) {
+    let throttle =
+        ThrottleConfig { per_address: per_minute(4), per_email: None, trusted_proxies: TrustedProxies::default() };
+    let auth = start_throttled(backend, throttle).await;
+    let mut client = auth_client(&auth).await;
+    for email in ["a@example.com", "b@example.com"] {
+        client.sign_up(SignUpRequest { email: email.into(), password: PASSWORD.into() }).await.unwrap();
+        client.login(login(email, PASSWORD)).await.unwrap();
+    }
+    let refused =
+        client.sign_up(SignUpRequest { email: "c@example.com".into(), password: PASSWORD.into() }).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("from your address"), "{}", refused.message());
+    let delay = refused.get_details_retry_info().and_then(|r| r.retry_delay).expect("RetryInfo");
+    assert!(delay > Duration::ZERO && delay <= Duration::from_secs(15), "{delay:?}");
+    assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 2, "the refused sign-up wrote nothing");
+    // Invalid requests are refused before throttling and cost nothing (and get their own answer).
+    let invalid = client.sign_up(SignUpRequest { email: "bad".into(), password: PASSWORD.into() }).await.unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+}
+
+async fn forwarded_for_is_believed_only_from_a_trusted_proxy(backend: Backend) {
+    let with_forwarded = |email: &str, forwarded: &str| {
+        let mut request = tonic::Request::new(login(email, "wrong-guess-1"));
+        request.metadata_mut().insert("x-forwarded-for", forwarded.parse().unwrap());
+        request
+    };
+    // Not a trusted proxy: a different x-forwarded-for per request buys nothing.
+    let throttle =
+        ThrottleConfig { per_address: per_minute(2), per_email: None, trusted_proxies: TrustedProxies::default() };
+    let auth = start_throttled(backend, throttle).await;
+    let mut client = auth_client(&auth).await;
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        let result = client.login(with_forwarded(&format!("u{i}@example.com"), &format!("203.0.113.{i}"))).await;
+        codes.push(result.unwrap_err().code());
+    }
+    assert_eq!(codes, [Code::Unauthenticated, Code::Unauthenticated, Code::ResourceExhausted, Code::ResourceExhausted]);
+
+    // Behind a trusted proxy (here: loopback), each forwarded client has its own allowance.
+    let throttle = ThrottleConfig {
+        per_address: per_minute(2),
+        per_email: None,
+        trusted_proxies: TrustedProxies::parse("127.0.0.0/8, ::1").unwrap(),
+    };
+    let auth = start_throttled(backend, throttle).await;
+    let mut client = auth_client(&auth).await;
+    for i in 0..4 {
+        let status =
+            client.login(with_forwarded(&format!("u{i}@example.com"), &format!("203.0.113.{i}"))).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "client {i}");
+    }
+}
