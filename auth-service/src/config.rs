@@ -6,6 +6,7 @@ use std::time::Duration;
 use todo_shared::config::{ConfigError, Env, LogFilter, TokenConfig};
 use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
+use todo_shared::limits::ServerLimits;
 
 use crate::password::HashLimits;
 use crate::throttle::{Rate, ThrottleConfig, TrustedProxies};
@@ -45,7 +46,8 @@ pub struct Config {
     pub hashing: HashLimits,
     /// `AUTH_THROTTLE_PER_ADDRESS`, `AUTH_THROTTLE_PER_EMAIL`, `AUTH_TRUSTED_PROXIES`.
     pub throttle: ThrottleConfig,
-    pub drain_timeout: Duration,
+    /// `GRPC_*`: message size, streams, in-flight cap, timeouts, keep-alive, drain.
+    pub limits: ServerLimits,
 }
 
 impl Config {
@@ -66,14 +68,14 @@ impl Config {
         Ok(Self {
             listen_addr: env.socket_addr("AUTH_LISTEN_ADDR", Self::DEFAULT_LISTEN_ADDR)?,
             database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,
-            pool: PoolSettings::default(),
+            pool: env.pool_settings()?,
             token: env.token_config()?,
             access_token_ttl: env.seconds("ACCESS_TOKEN_TTL", Self::DEFAULT_TOKEN_TTL, 1..=Self::MAX_TOKEN_TTL_SECS)?,
             log_filter: env.log_filter()?,
             cors: env.cors_origins()?,
             hashing,
             throttle: throttle_config(env)?,
-            drain_timeout: todo_shared::server::GrpcHost::DEFAULT_DRAIN_TIMEOUT,
+            limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,
         })
     }
 }

@@ -221,6 +221,10 @@ impl TryFrom<pb::LoginRequest> for Credentials {
             violations.add("email", EmailError::Empty.to_string());
         } else if email.chars().count() > EMAIL_MAX_CHARS {
             violations.add("email", EmailError::TooLong.to_string());
+        } else if email.chars().any(char::is_control) {
+            // No account can have one (sign-up refuses them), and PostgreSQL cannot even
+            // compare a string holding NUL.
+            violations.add("email", EmailError::Shape.to_string());
         }
         let password = violations.check("password", Password::parse_login(&request.password));
         violations.into_result(|| Some(Self { email, password: password? }))

@@ -31,7 +31,7 @@ pub const SERVICE_NAME: &str = "todo.auth.v1.AuthService";
 
 /// Largest request accepted. The biggest legitimate one is a SignUp with a 254-character
 /// email and a 128-character password: well under 2 KiB.
-const MAX_REQUEST_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +69,13 @@ impl Application {
         let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
-            .with_drain_timeout(config.drain_timeout)
+            .with_limits(config.limits.clone())
             .with_cors(config.cors.clone());
 
         let accounts = Arc::new(Accounts::new(store::for_pool(&pool), hasher, keys, config.access_token_ttl));
         let throttle = Arc::new(throttle::Throttle::new(&config.throttle));
-        let api = AuthServiceServer::new(AuthApi::new(accounts, throttle)).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let api = AuthServiceServer::new(AuthApi::new(accounts, throttle))
+            .max_decoding_message_size(config.limits.max_request_bytes);
         let gate = ReadyGate(host.readiness());
         let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 

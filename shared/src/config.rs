@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::cors::AllowedOrigins;
-use crate::db::DatabaseUrl;
+use crate::db::{DatabaseUrl, PoolSettings};
 use crate::token::JwtSecret;
 
 /// Exit status for bad configuration (as `sysexits`' EX_USAGE is too obscure, 2 is what
@@ -112,6 +112,32 @@ impl Env {
             None => Ok(DatabaseUrl::sqlite_file(default_sqlite_file)),
             Some(raw) => DatabaseUrl::parse(raw.trim()).map_err(|reason| ConfigError::new("DATABASE_URL", reason)),
         }
+    }
+
+    /// `DATABASE_MAX_CONNECTIONS`, `DATABASE_ACQUIRE_TIMEOUT_MS`, `DATABASE_STATEMENT_TIMEOUT`.
+    pub fn pool_settings(&self) -> Result<PoolSettings, ConfigError> {
+        let d = PoolSettings::default();
+        let max_connections: u32 =
+            self.parse_or("DATABASE_MAX_CONNECTIONS", d.max_connections, "a whole number from 1 to 256")?;
+        if !(1..=256).contains(&max_connections) {
+            return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "expected a whole number from 1 to 256"));
+        }
+        let acquire_ms: u64 = self.parse_or(
+            "DATABASE_ACQUIRE_TIMEOUT_MS",
+            d.acquire_timeout.as_millis() as u64,
+            "a whole number of milliseconds from 10 to 60000",
+        )?;
+        if !(10..=60_000).contains(&acquire_ms) {
+            return Err(ConfigError::new(
+                "DATABASE_ACQUIRE_TIMEOUT_MS",
+                "expected a whole number of milliseconds from 10 to 60000",
+            ));
+        }
+        Ok(PoolSettings {
+            max_connections,
+            acquire_timeout: Duration::from_millis(acquire_ms),
+            statement_timeout: self.seconds("DATABASE_STATEMENT_TIMEOUT", d.statement_timeout, 1..=3600)?,
+        })
     }
 
     /// `CORS_ALLOWED_ORIGINS`: which browser origins may call the service; none when unset.

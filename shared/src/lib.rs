@@ -16,6 +16,7 @@ pub mod config;
 pub mod cors;
 pub mod db;
 pub mod health;
+pub mod limits;
 pub mod server;
 pub mod telemetry;
 pub mod timestamp;

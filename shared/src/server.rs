@@ -19,6 +19,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::cors::AllowedOrigins;
 use crate::db::{Migrations, Pool};
+use crate::limits::{LimitLayer, ServerLimits};
 use crate::telemetry::RpcTraceLayer;
 
 /// Whether the service can serve RPCs: its database answers and it is not shutting down.
@@ -173,16 +174,13 @@ pub struct GrpcHost {
     local_addr: SocketAddr,
     readiness: Readiness,
     routes: RoutesBuilder,
-    drain_timeout: Duration,
+    limits: ServerLimits,
     cors: AllowedOrigins,
     /// The service's pool and the task that migrates and watches it.
     database: Option<(Pool, tokio::task::JoinHandle<()>)>,
 }
 
 impl GrpcHost {
-    /// How long in-flight calls get to finish after a shutdown signal.
-    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
     /// Binds `addr` now (so port 0 resolves and callers can connect at once) and registers
     /// health and reflection. `service_name` is the full protobuf name whose health is reported.
     pub async fn bind(addr: SocketAddr, service_name: &'static str) -> std::io::Result<Self> {
@@ -208,7 +206,7 @@ impl GrpcHost {
             local_addr,
             readiness,
             routes,
-            drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
+            limits: ServerLimits::with_max_request_bytes(64 * 1024),
             cors: AllowedOrigins::none(),
             database: None,
         })
@@ -222,8 +220,10 @@ impl GrpcHost {
         self.readiness.clone()
     }
 
-    pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> Self {
-        self.drain_timeout = drain_timeout;
+    /// The limits the server enforces (the services apply `max_request_bytes` themselves,
+    /// per service).
+    pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -269,20 +269,28 @@ impl GrpcHost {
         };
 
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let limits = &self.limits;
         let server = tonic::transport::Server::builder()
             // gRPC-web arrives over HTTP/1.1 as well as HTTP/2.
             .accept_http1(true)
-            // Detects dead peers (a client that vanished without closing) within ~40 s.
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .max_connection_age(limits.max_connection_age)
+            .max_connection_age_grace(limits.max_connection_age_grace)
+            .http2_max_pending_accept_reset_streams(Some(limits.max_pending_reset_streams))
+            .http2_max_header_list_size(limits.max_header_list_bytes)
+            .tcp_keepalive(Some(limits.keepalive_interval))
             // Outermost, so a preflight is answered before the token or readiness checks.
             .layer(self.cors.layer())
             .layer(RpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
+            // Inside gRPC-web, so its refusals reach browsers as gRPC-web too.
+            .layer(LimitLayer::new(limits))
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
 
-        let drain_timeout = self.drain_timeout;
+        let drain_timeout = self.limits.drain_timeout;
         let database = self.database;
         tokio::pin!(server);
         let deadline = async move {
@@ -301,7 +309,12 @@ impl GrpcHost {
         };
         if let Some((pool, supervisor)) = database {
             supervisor.abort();
-            pool.close().await;
+            // Closing waits for every connection to come back, and a call abandoned at the
+            // drain deadline may hold one until its statement times out: give it a moment,
+            // then let the process exit (the database ends the session when the socket closes).
+            if tokio::time::timeout(Duration::from_secs(1), pool.close()).await.is_err() {
+                tracing::warn!("database connections still busy at exit; closing them with the process");
+            }
         }
         result
     }

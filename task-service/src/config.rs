@@ -1,11 +1,11 @@
 //! task-service configuration, read once from the environment.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use todo_shared::config::{ConfigError, Env, LogFilter, TokenConfig};
 use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
+use todo_shared::limits::ServerLimits;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -20,7 +20,8 @@ pub struct Config {
     pub log_filter: LogFilter,
     /// `CORS_ALLOWED_ORIGINS`, default none.
     pub cors: AllowedOrigins,
-    pub drain_timeout: Duration,
+    /// `GRPC_*`: message size, streams, in-flight cap, timeouts, keep-alive, drain.
+    pub limits: ServerLimits,
 }
 
 impl Config {
@@ -31,11 +32,11 @@ impl Config {
         Ok(Self {
             listen_addr: env.socket_addr("TASK_LISTEN_ADDR", Self::DEFAULT_LISTEN_ADDR)?,
             database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,
-            pool: PoolSettings::default(),
+            pool: env.pool_settings()?,
             token: env.token_config()?,
             log_filter: env.log_filter()?,
             cors: env.cors_origins()?,
-            drain_timeout: todo_shared::server::GrpcHost::DEFAULT_DRAIN_TIMEOUT,
+            limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,
         })
     }
 }

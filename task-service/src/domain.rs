@@ -24,11 +24,18 @@ pub enum TitleError {
     Empty,
     #[error("must be at most {TITLE_MAX_CHARS} characters (got {0})")]
     TooLong(usize),
+    #[error("must be one line of text, without control characters")]
+    ControlCharacter,
 }
 
 impl TaskTitle {
     pub fn parse(raw: &str) -> Result<Self, TitleError> {
         let title = raw.trim();
+        // PostgreSQL text cannot hold NUL, and a title is one line: refuse them all alike on
+        // every backend rather than let the database decide.
+        if title.chars().any(char::is_control) {
+            return Err(TitleError::ControlCharacter);
+        }
         match title.chars().count() {
             0 => Err(TitleError::Empty),
             n if n > TITLE_MAX_CHARS => Err(TitleError::TooLong(n)),
@@ -46,14 +53,21 @@ impl TaskTitle {
 pub struct Description(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("must be at most {DESCRIPTION_MAX_CHARS} characters (got {0})")]
-pub struct DescriptionTooLong(usize);
+pub enum DescriptionError {
+    #[error("must be at most {DESCRIPTION_MAX_CHARS} characters (got {0})")]
+    TooLong(usize),
+    #[error("must not contain control characters other than tabs and line breaks")]
+    ControlCharacter,
+}
 
 impl Description {
-    pub fn parse(raw: &str) -> Result<Self, DescriptionTooLong> {
+    pub fn parse(raw: &str) -> Result<Self, DescriptionError> {
         let chars = raw.chars().count();
         if chars > DESCRIPTION_MAX_CHARS {
-            return Err(DescriptionTooLong(chars));
+            return Err(DescriptionError::TooLong(chars));
+        }
+        if raw.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+            return Err(DescriptionError::ControlCharacter);
         }
         Ok(Self(raw.to_owned()))
     }
@@ -297,6 +311,14 @@ mod tests {
     fn descriptions_are_bounded_in_characters() {
         assert!(Description::parse(&"é".repeat(10_000)).is_ok());
         assert!(Description::parse(&"x".repeat(10_001)).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_except_layout_in_descriptions() {
+        assert_eq!(TaskTitle::parse("nul\0title"), Err(TitleError::ControlCharacter));
+        assert_eq!(TaskTitle::parse("two\nlines"), Err(TitleError::ControlCharacter));
+        assert_eq!(Description::parse("a\0b"), Err(DescriptionError::ControlCharacter));
+        assert!(Description::parse("line one\r\n\tline two").is_ok());
     }
 
     #[test]

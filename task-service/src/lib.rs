@@ -33,7 +33,7 @@ pub const SERVICE_NAME: &str = "todo.task.v1.TaskService";
 
 /// Largest request accepted: a CreateTask or UpdateTask with a 200-character title and a
 /// 10,000-character description is at most ~41 KiB even if every character takes 4 bytes.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -81,11 +81,12 @@ impl Application {
         let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
-            .with_drain_timeout(config.drain_timeout)
+            .with_limits(config.limits.clone())
             .with_cors(config.cors.clone());
 
         let tasks = Arc::new(Tasks::new(store::for_pool(&pool), page_tokens));
-        let api = TaskServiceServer::new(TaskApi::new(tasks)).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let api =
+            TaskServiceServer::new(TaskApi::new(tasks)).max_decoding_message_size(config.limits.max_request_bytes);
         let gate = Gate { bearer: RequireBearer::new(keys), readiness: host.readiness() };
         let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 

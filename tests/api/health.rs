@@ -57,7 +57,7 @@ async fn shutdown_reports_not_serving_ends_watches_and_refuses_calls(backend: Ba
     let db = TestDb::new(backend).await;
     let mut config = auth_config(&db);
     // Long enough that a shutdown held up by the open Watch stream would time the test out.
-    config.drain_timeout = Duration::from_secs(60);
+    config.limits.drain_timeout = Duration::from_secs(60);
     let auth = start_auth_with(config, db).await;
     let addr = auth.url();
     let mut health = HealthClient::new(auth.channel().await);

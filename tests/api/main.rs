@@ -4,6 +4,7 @@ mod adversarial;
 mod auth;
 mod e2e;
 mod health;
+mod limits;
 mod model;
 mod tasks;
 mod throttle;

@@ -23,6 +23,7 @@ use sqlx::postgres::PgConnectOptions;
 use todo_shared::config::{LogFilter, TokenConfig};
 use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, Pool, PoolSettings};
+use todo_shared::limits::ServerLimits;
 use todo_shared::pb::auth::v1::auth_service_client::AuthServiceClient;
 use todo_shared::pb::task::v1::task_service_client::TaskServiceClient;
 use todo_shared::token::{JwtSecret, TokenKeys};
@@ -271,8 +272,13 @@ pub fn auth_config(db: &TestDb) -> auth_service::Config {
         // Off here: the suite signs up and logs in far faster than any person. Throttling has
         // its own tests, with limits small enough to reach.
         throttle: auth_service::throttle::ThrottleConfig::off(),
-        drain_timeout: Duration::from_secs(5),
+        limits: test_limits(auth_service::DEFAULT_MAX_REQUEST_BYTES),
     }
+}
+
+/// The production defaults, but a shorter drain so stopping a test server is quick.
+pub fn test_limits(max_request_bytes: usize) -> ServerLimits {
+    ServerLimits { drain_timeout: Duration::from_secs(5), ..ServerLimits::with_max_request_bytes(max_request_bytes) }
 }
 
 pub fn task_config(db: &TestDb) -> task_service::Config {
@@ -283,7 +289,7 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
         token: token_config(),
         log_filter: LogFilter::default(),
         cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
-        drain_timeout: Duration::from_secs(5),
+        limits: test_limits(task_service::DEFAULT_MAX_REQUEST_BYTES),
     }
 }
 

@@ -1,0 +1,201 @@
+//! The server's resource limits, each one chosen here rather than left to a library default,
+//! and the layer that enforces the two tonic has no gRPC-shaped answer for: load shedding
+//! (RESOURCE_EXHAUSTED at once, instead of an unbounded queue) and a per-request deadline
+//! (DEADLINE_EXCEEDED; tonic's own timeout answers CANCELLED, which tells a client nothing).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt as _};
+use tower::{Layer, Service};
+
+use crate::config::{ConfigError, Env};
+
+/// Every limit of the gRPC host. The README lists each with its default and its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// `GRPC_MAX_REQUEST_BYTES`: largest decoded request message.
+    pub max_request_bytes: usize,
+    /// `GRPC_MAX_CONCURRENT_STREAMS`: HTTP/2 streams one connection may have open.
+    pub max_concurrent_streams: u32,
+    /// `GRPC_MAX_IN_FLIGHT`: requests being handled at once, all connections together; more
+    /// are refused at once with RESOURCE_EXHAUSTED. Health checks are never refused.
+    pub max_in_flight: usize,
+    /// `GRPC_REQUEST_TIMEOUT`: longest a handler may run (a client's shorter `grpc-timeout`
+    /// applies too).
+    pub request_timeout: Duration,
+    /// `GRPC_KEEPALIVE_INTERVAL` and `GRPC_KEEPALIVE_TIMEOUT`: HTTP/2 pings that find dead peers.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// `GRPC_MAX_CONNECTION_AGE`: connections are asked to go away (GOAWAY) after this, so
+    /// clients rebalance across instances; in-flight calls get `max_connection_age_grace`.
+    pub max_connection_age: Duration,
+    pub max_connection_age_grace: Duration,
+    /// Streams a client may open and reset before the server handles them (the HTTP/2
+    /// "rapid reset" flood, CVE-2023-44487); the connection is closed beyond it.
+    pub max_pending_reset_streams: usize,
+    /// Largest header block: a bearer token is well under 1 KiB.
+    pub max_header_list_bytes: u32,
+    /// `GRPC_DRAIN_TIMEOUT`: how long in-flight calls get to finish after a shutdown signal.
+    pub drain_timeout: Duration,
+}
+
+impl ServerLimits {
+    /// The defaults, with the service's own request-size limit.
+    pub fn with_max_request_bytes(max_request_bytes: usize) -> Self {
+        Self {
+            max_request_bytes,
+            max_concurrent_streams: 128,
+            max_in_flight: 1024,
+            request_timeout: Duration::from_secs(15),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(30 * 60),
+            max_connection_age_grace: Duration::from_secs(30),
+            max_pending_reset_streams: 32,
+            max_header_list_bytes: 16 * 1024,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The defaults, overridden by the `GRPC_*` variables.
+    pub fn from_env(env: &Env, default_max_request_bytes: usize) -> Result<Self, ConfigError> {
+        let d = Self::with_max_request_bytes(default_max_request_bytes);
+        let whole = |var: &'static str, default: usize, range: std::ops::RangeInclusive<usize>| {
+            let expected = format!("a whole number from {} to {}", range.start(), range.end());
+            let value: usize = env.parse_or(var, default, &expected)?;
+            if range.contains(&value) {
+                Ok(value)
+            } else {
+                Err(ConfigError::new(var, format!("expected {expected}, got {value}")))
+            }
+        };
+        Ok(Self {
+            max_request_bytes: whole("GRPC_MAX_REQUEST_BYTES", d.max_request_bytes, 1024..=(4 << 20))?,
+            max_concurrent_streams: whole("GRPC_MAX_CONCURRENT_STREAMS", d.max_concurrent_streams as usize, 1..=10_000)?
+                as u32,
+            max_in_flight: whole("GRPC_MAX_IN_FLIGHT", d.max_in_flight, 1..=1_000_000)?,
+            request_timeout: env.seconds("GRPC_REQUEST_TIMEOUT", d.request_timeout, 1..=3600)?,
+            keepalive_interval: env.seconds("GRPC_KEEPALIVE_INTERVAL", d.keepalive_interval, 1..=3600)?,
+            keepalive_timeout: env.seconds("GRPC_KEEPALIVE_TIMEOUT", d.keepalive_timeout, 1..=600)?,
+            max_connection_age: env.seconds("GRPC_MAX_CONNECTION_AGE", d.max_connection_age, 10..=7 * 24 * 3600)?,
+            drain_timeout: env.seconds("GRPC_DRAIN_TIMEOUT", d.drain_timeout, 1..=600)?,
+            ..d
+        })
+    }
+}
+
+/// Load shedding and the per-request deadline.
+#[derive(Clone)]
+pub struct LimitLayer {
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    timeout: Duration,
+}
+
+impl LimitLayer {
+    pub fn new(limits: &ServerLimits) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            max_in_flight: limits.max_in_flight,
+            timeout: limits.request_timeout,
+        }
+    }
+}
+
+impl<S> Layer<S> for LimitLayer {
+    type Service = Limit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Limit { inner, limits: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Limit<S> {
+    inner: S,
+    limits: LimitLayer,
+}
+
+/// Health must answer while the server is saturated, or an orchestrator restarts a busy
+/// instance instead of a broken one.
+fn exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Limit<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if exempt(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        let Ok(permit) = Arc::clone(&self.limits.in_flight).try_acquire_owned() else {
+            let status = Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                format!(
+                    "the server is at its limit of {} requests in flight; retry with back-off",
+                    self.limits.max_in_flight
+                ),
+                ErrorDetails::with_retry_info(Some(Duration::from_millis(100))),
+            );
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        };
+        let timeout = self.limits.timeout;
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let result = tokio::time::timeout(timeout, call).await;
+            drop(permit);
+            match result {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request exceeded the server's deadline");
+                    Ok(Status::deadline_exceeded(format!(
+                        "the request did not complete within the server's limit of {} s",
+                        timeout.as_secs()
+                    ))
+                    .into_http())
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_override_defaults_and_bad_values_name_the_variable() {
+        let env = Env::from_pairs([("GRPC_MAX_IN_FLIGHT", "64"), ("GRPC_REQUEST_TIMEOUT", "3")]);
+        let limits = ServerLimits::from_env(&env, 4096).unwrap();
+        assert_eq!(limits.max_in_flight, 64);
+        assert_eq!(limits.request_timeout, Duration::from_secs(3));
+        assert_eq!(limits.max_request_bytes, 4096);
+        assert_eq!(limits.max_concurrent_streams, 128);
+
+        for (var, value) in
+            [("GRPC_MAX_IN_FLIGHT", "0"), ("GRPC_MAX_REQUEST_BYTES", "1"), ("GRPC_REQUEST_TIMEOUT", "soon")]
+        {
+            let err = ServerLimits::from_env(&Env::from_pairs([(var, value)]), 4096).unwrap_err();
+            assert_eq!(err.var, var);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Server limits under a database that stops answering (a table locked by the test): load
+//! shedding, the per-request deadline, pool exhaustion, and shutdown with calls in flight.
+//! PostgreSQL only: a lock held from another session is how a real database gets stuck.
+
+use std::time::Duration;
+
+use todo_shared::db::{Pool, PoolSettings};
+use todo_shared::pb::task::v1::{CreateTaskRequest, ListTasksRequest};
+use todo_tests::*;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt as _;
+
+fn token() -> String {
+    let user = uuid::Uuid::new_v4();
+    keys().mint(user, "limits@example.com", Duration::from_secs(600)).unwrap().token
+}
+
+/// A transaction holding `tasks` exclusively: every task query waits behind it.
+async fn lock_tasks(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let Pool::Postgres(pool) = &db.pool else { panic!("PostgreSQL only") };
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await.unwrap();
+    tx
+}
+
+/// Waits until `n` sessions of the test database are blocked on a lock.
+async fn until_blocked(db: &TestDb, n: i64) {
+    for _ in 0..200 {
+        let waiting = db
+            .scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                None,
+            )
+            .await;
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{n} queries never blocked on the lock");
+}
+
+async fn list(tasks: &Running, token: &str) -> Result<usize, tonic::Status> {
+    let mut client = task_client(tasks).await;
+    client.list_tasks(bearer(token, ListTasksRequest::default())).await.map(|r| r.into_inner().tasks.len())
+}
+
+async fn started(config: task_service::Config, db: TestDb, token: &str) -> Running {
+    let tasks = start_tasks_with(config, db).await;
+    // The first query creates nothing but proves the table and the token work.
+    let mut client = task_client(&tasks).await;
+    client.create_task(bearer(token, CreateTaskRequest { title: "one".into(), ..Default::default() })).await.unwrap();
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_at_once_health_still_answers_and_a_stuck_call_hits_the_deadline() {
+    if !available(Backend::Postgres) {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut config = task_config(&db);
+    config.limits.max_in_flight = 2;
+    config.limits.request_timeout = Duration::from_secs(2);
+    let token = token();
+    let tasks = started(config, db, &token).await;
+
+    let lock = lock_tasks(&tasks.db).await;
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, token) = (tasks.url(), token.clone());
+            tokio::spawn(async move {
+                let mut client =
+                    todo_tests::pb::task::v1::task_service_client::TaskServiceClient::connect(addr).await.unwrap();
+                client.list_tasks(bearer(&token, ListTasksRequest::default())).await.map(|_| ()).unwrap_err()
+            })
+        })
+        .collect();
+    until_blocked(&tasks.db, 2).await;
+
+    // The third call finds both slots taken: refused at once, with a retry hint.
+    let started_at = std::time::Instant::now();
+    let shed = list(&tasks, &token).await.unwrap_err();
+    assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
+    assert!(shed.get_details_retry_info().is_some(), "RetryInfo attached");
+    assert!(started_at.elapsed() < Duration::from_secs(1), "refused without queueing");
+    // Health is exempt from shedding.
+    let mut health = HealthClient::new(tasks.channel().await);
+    let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    // The stuck calls end at the server's deadline with DEADLINE_EXCEEDED (not CANCELLED).
+    for call in stuck {
+        let status = call.await.unwrap();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    }
+    lock.rollback().await.unwrap();
+    assert_eq!(list(&tasks, &token).await.unwrap(), 1, "served again once the database answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_and_a_stuck_statement_give_unavailable_never_internal_or_a_hang() {
+    if !available(Backend::Postgres) {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut config = task_config(&db);
+    config.pool = PoolSettings {
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(300),
+        statement_timeout: Duration::from_secs(1),
+    };
+    let token = token();
+    let tasks = started(config, db, &token).await;
+
+    let lock = lock_tasks(&tasks.db).await;
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let (addr, token) = (tasks.url(), token.clone());
+            tokio::spawn(async move {
+                let mut client =
+                    todo_tests::pb::task::v1::task_service_client::TaskServiceClient::connect(addr).await.unwrap();
+                let started_at = std::time::Instant::now();
+                let result = client.list_tasks(bearer(&token, ListTasksRequest::default())).await;
+                (result.map(|_| ()).unwrap_err(), started_at.elapsed())
+            })
+        })
+        .collect();
+    for call in calls {
+        let (status, took) = call.await.unwrap();
+        // Two hold the connections until the statement timeout; the rest time out waiting for one.
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(took < Duration::from_secs(5), "answered in {took:?}, not left hanging");
+    }
+    lock.rollback().await.unwrap();
+    wait_until_serving(&tasks, "").await;
+    assert_eq!(list(&tasks, &token).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_calls_in_flight_finish_refuses_new_ones_and_is_bounded_when_one_is_stuck() {
+    if !available(Backend::Postgres) {
+        return;
+    }
+    // A call in flight when shutdown begins completes normally.
+    let db = TestDb::new(Backend::Postgres).await;
+    let token = token();
+    let tasks = started(task_config(&db), db, &token).await;
+    let lock = lock_tasks(&tasks.db).await;
+    let mut client = task_client(&tasks).await;
+    let in_flight = {
+        let mut client = client.clone();
+        let token = token.clone();
+        tokio::spawn(async move { client.list_tasks(bearer(&token, ListTasksRequest::default())).await })
+    };
+    until_blocked(&tasks.db, 1).await;
+    let mut health = HealthClient::new(tasks.channel().await);
+    let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+    let addr = tasks.url();
+    let stopping = tokio::spawn(tasks.shutdown());
+    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::NotServing as i32);
+    // New calls are refused while the old one drains: the listener is closed, and the open
+    // connection has been told to go away (tonic's client reports that as CANCELLED).
+    assert!(tonic::transport::Channel::from_shared(addr).unwrap().connect().await.is_err());
+    let create = CreateTaskRequest { title: "too late".into(), ..Default::default() };
+    let refused = client.create_task(bearer(&token, create)).await.unwrap_err();
+    assert!(matches!(refused.code(), Code::Unavailable | Code::Cancelled), "{refused:?}");
+    lock.rollback().await.unwrap();
+    assert_eq!(in_flight.await.unwrap().unwrap().into_inner().tasks.len(), 1, "the in-flight call finished");
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.unwrap().unwrap().unwrap();
+
+    // A call that never finishes cannot hold the process past the drain deadline.
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut config = task_config(&db);
+    config.limits.drain_timeout = Duration::from_secs(1);
+    let tasks = started(config, db, &token).await;
+    let _lock = lock_tasks(&tasks.db).await;
+    let stuck = {
+        let mut client = task_client(&tasks).await;
+        let token = token.clone();
+        tokio::spawn(async move { client.list_tasks(bearer(&token, ListTasksRequest::default())).await })
+    };
+    until_blocked(&tasks.db, 1).await;
+    let started_at = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), tasks.shutdown()).await.expect("shutdown is bounded").unwrap();
+    assert!(
+        started_at.elapsed() < Duration::from_secs(5),
+        "stopped at the drain deadline, took {:?}",
+        started_at.elapsed()
+    );
+    // (In-process, the abandoned connection's task lives on in the test's runtime; in the real
+    // binary the process exits here.)
+    drop(stuck);
+}
