@@ -3,6 +3,7 @@
 mod adversarial;
 mod auth;
 mod e2e;
+mod faults;
 mod health;
 mod limits;
 mod model;
