@@ -229,19 +229,26 @@ pub fn classify(err: &sqlx::Error) -> Failure {
                 return Failure::UniqueViolation;
             }
             let code = db.code().unwrap_or_default();
-            match code.as_ref() {
-                // PostgreSQL: serialization_failure, deadlock_detected.
-                "40001" | "40P01" => Failure::Conflict,
-                // PostgreSQL: query_canceled (statement_timeout), admin_shutdown, crash_shutdown,
-                // cannot_connect_now, too_many_connections, insufficient_resources.
-                "57014" | "57P01" | "57P02" | "57P03" | "53300" | "53000" => Failure::Unavailable,
-                // PostgreSQL class 08: connection exceptions.
-                c if c.starts_with("08") => Failure::Unavailable,
-                // SQLite: SQLITE_BUSY and SQLITE_LOCKED with their extended codes (low byte 5 or 6).
-                c => match c.parse::<i32>() {
+            // A PostgreSQL SQLSTATE is always five characters; SQLite's (extended) result
+            // codes are numbers below 10,000. Telling them apart by shape matters: many
+            // SQLSTATEs are all digits too (22021 has 5 in its low byte, like SQLITE_BUSY).
+            if code.len() == 5 {
+                match code.as_ref() {
+                    // serialization_failure, deadlock_detected.
+                    "40001" | "40P01" => Failure::Conflict,
+                    // query_canceled (statement_timeout), admin_shutdown, crash_shutdown,
+                    // cannot_connect_now, too_many_connections, insufficient_resources.
+                    "57014" | "57P01" | "57P02" | "57P03" | "53300" | "53000" => Failure::Unavailable,
+                    // Class 08: connection exceptions.
+                    c if c.starts_with("08") => Failure::Unavailable,
+                    _ => Failure::Internal,
+                }
+            } else {
+                // SQLITE_BUSY and SQLITE_LOCKED with their extended codes (low byte 5 or 6).
+                match code.parse::<i32>() {
                     Ok(n) if matches!(n & 0xff, 5 | 6) => Failure::Unavailable,
                     _ => Failure::Internal,
-                },
+                }
             }
         }
         _ => Failure::Internal,
