@@ -145,7 +145,8 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         if exempt(request.uri().path()) {
-            return Box::pin(self.inner.call(request));
+            let call = self.inner.call(request);
+            return Box::pin(async move { call.await.map(client_fault_codes) });
         }
         let Ok(permit) = Arc::clone(&self.limits.in_flight).try_acquire_owned() else {
             let status = Status::with_error_details(
@@ -164,7 +165,7 @@ where
             let result = tokio::time::timeout(timeout, call).await;
             drop(permit);
             match result {
-                Ok(response) => response,
+                Ok(response) => response.map(client_fault_codes),
                 Err(_) => {
                     tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request exceeded the server's deadline");
                     Ok(Status::deadline_exceeded(format!(
@@ -176,6 +177,27 @@ where
             }
         })
     }
+}
+
+/// tonic answers a request it cannot decode with codes that blame the server: OUT_OF_RANGE for
+/// a message over the size limit (gRPC's status guide says RESOURCE_EXHAUSTED) and INTERNAL for
+/// bytes that are not the message (invalid UTF-8 in a string, broken protobuf), which is the
+/// client's INVALID_ARGUMENT. Those errors come back before any message, in the response
+/// headers, where the code is rewritten; tonic's message (percent-encoded) is kept.
+fn client_fault_codes<B>(mut response: http::Response<B>) -> http::Response<B> {
+    const TOO_LARGE: &[u8] = b"Error,%20decoded%20message%20length%20too%20large";
+    const UNDECODABLE: &[u8] = b"failed%20to%20decode%20Protobuf%20message";
+    let headers = response.headers();
+    let (Some(status), Some(message)) = (headers.get("grpc-status"), headers.get("grpc-message")) else {
+        return response;
+    };
+    let code = match (status.as_bytes(), message.as_bytes()) {
+        (b"11", m) if m.starts_with(TOO_LARGE) => tonic::Code::ResourceExhausted,
+        (b"13", m) if m.starts_with(UNDECODABLE) => tonic::Code::InvalidArgument,
+        _ => return response,
+    };
+    response.headers_mut().insert("grpc-status", http::HeaderValue::from(code as i32));
+    response
 }
 
 #[cfg(test)]
