@@ -9,14 +9,12 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use todo_tests::adversary::*;
 use todo_tests::pb::auth::v1::{GetCurrentUserRequest, LoginRequest, SignUpRequest};
-use todo_tests::pb::task::v1::task_service_client::TaskServiceClient;
 use todo_tests::pb::task::v1::{
-    CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse, Task, UpdateTaskRequest,
+    CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse, UpdateTaskRequest,
 };
 use todo_tests::proxy::{FaultyProxy, Mode};
 use todo_tests::*;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -49,23 +47,6 @@ const OVERSIZED: [Code; 1] = [Code::ResourceExhausted];
 /// varint): the client's fault, INVALID_ARGUMENT (tonic itself says INTERNAL; the server
 /// rewrites it).
 const UNDECODABLE: Code = Code::InvalidArgument;
-
-/// A user of task-service: an id and a token for it.
-struct Caller {
-    id: Uuid,
-    token: String,
-}
-
-fn caller() -> Caller {
-    let id = Uuid::new_v4();
-    let token = keys().mint(id, &format!("{id}@example.com"), Duration::from_secs(3600)).unwrap().token;
-    Caller { id, token }
-}
-
-async fn create(client: &mut TaskServiceClient<Channel>, who: &Caller, title: &str) -> Task {
-    let request = CreateTaskRequest { title: title.into(), ..Default::default() };
-    client.create_task(bearer(&who.token, request)).await.unwrap().into_inner().task.unwrap()
-}
 
 fn task_rpcs() -> Vec<Rpc> {
     let rpcs = rpcs(task_service::SERVICE_NAME);

@@ -1,7 +1,6 @@
 //! task-service, observed through its generated client with tokens minted by the shared keys.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use todo_tests::pb::task::v1::task_service_client::TaskServiceClient;
 use todo_tests::pb::task::v1::{
@@ -25,28 +24,6 @@ on_both_backends!(
     stale_etag_on_delete_is_aborted_and_deletes_nothing,
     create_with_a_request_id_is_idempotent_per_user,
 );
-
-/// A user of task-service: an id and a token for it.
-struct Caller {
-    id: Uuid,
-    token: String,
-}
-
-fn caller() -> Caller {
-    let id = Uuid::new_v4();
-    let token = keys().mint(id, &format!("{id}@example.com"), Duration::from_secs(3600)).unwrap().token;
-    Caller { id, token }
-}
-
-async fn create(client: &mut TaskServiceClient<Channel>, who: &Caller, title: &str) -> Task {
-    client
-        .create_task(bearer(&who.token, CreateTaskRequest { title: title.into(), ..Default::default() }))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-}
 
 /// Creates `n` tasks for `who` with 16 requests in flight.
 async fn create_many(running: &Running, who: &Caller, n: usize) -> Vec<String> {

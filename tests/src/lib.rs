@@ -370,6 +370,29 @@ pub async fn task_client(running: &Running) -> TaskServiceClient<Channel> {
     TaskServiceClient::new(running.channel().await)
 }
 
+/// A user of task-service: an id and a token minted for it.
+pub struct Caller {
+    pub id: uuid::Uuid,
+    pub token: String,
+}
+
+/// A fresh user with an hour-long token.
+pub fn caller() -> Caller {
+    let id = uuid::Uuid::new_v4();
+    let token = keys().mint(id, &format!("{id}@example.com"), Duration::from_secs(3600)).expect("mint").token;
+    Caller { id, token }
+}
+
+/// Creates a task titled `title` for `who` and returns it.
+pub async fn create(
+    client: &mut TaskServiceClient<Channel>,
+    who: &Caller,
+    title: &str,
+) -> todo_shared::pb::task::v1::Task {
+    let request = todo_shared::pb::task::v1::CreateTaskRequest { title: title.into(), ..Default::default() };
+    client.create_task(bearer(&who.token, request)).await.expect("create task").into_inner().task.expect("task")
+}
+
 /// Wraps `message` in a request with `authorization: Bearer <token>`.
 pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     with_authorization(&format!("Bearer {token}"), message)
