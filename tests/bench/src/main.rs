@@ -1,3 +1,203 @@
-//! Benchmark harness (being written).
+//! todo-bench: the benchmark harness of issue 6 (see `BENCHMARKS.md`).
+//!
+//! `todo-bench [--quick]` runs the whole matrix against the release binaries of both
+//! services, each in its own process, on fresh PostgreSQL databases, and prints the tables.
+//! The other subcommands are the helper processes it starts itself:
+//! `todo-bench echo-server [addr]` (the framework ceiling) and
+//! `todo-bench task-host <auth|no-auth>` (task-service with or without token verification).
 
-fn main() {}
+mod ceilings;
+mod echo;
+mod fixture;
+mod load;
+mod orchestrate;
+mod pg;
+mod procs;
+mod report;
+mod taskhost;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const USAGE: &str = "\
+usage: todo-bench [--quick] [--no-ceilings] [--compare DIR [--compare-env LIST] [--rounds N]] [--only SCENARIOS] [--in-flight LEVELS] [--warmup SECS] [--window SECS]
+       todo-bench echo-server [ADDR]
+       todo-bench task-host <auth|no-auth>
+       todo-bench hash-ceiling
+
+Runs the benchmark matrix against target/release/auth-service and task-service (build them
+first: cargo build --release -p auth-service -p task-service).
+
+  --quick              0.5 s warm-up + 1 s window, baselines at 16 in flight only (about a minute)
+  --only SCENARIOS     comma-separated subset of: login, get-current-user, get-task, list-tasks,
+                       create-task, update-task, mixed, interference, token-overhead
+  --in-flight LEVELS   comma-separated in-flight levels (default 1,16,64)
+  --no-ceilings        skip the echo-server and pgbench baselines
+  --compare DIR        A/B mode: also start auth-service and task-service from DIR (B) next to
+                       the usual ones (A), on the same databases, and run every measurement on
+                       A and B alternately (A B, then B A, ...); prints the comparison only
+  --compare-env LIST   comma-separated VAR=VALUE set for B only (B may be the same binaries:
+                       --compare target/release --compare-env TOKIO_WORKER_THREADS=1)
+  --rounds N           A/B rounds per measurement (default 2)
+  --warmup SECS        warm-up per measurement (default 3, quick 0.5)
+  --window SECS        measured window per measurement (default 10, quick 1)
+
+Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) names a
+PostgreSQL server on which the harness may create and drop databases; BENCH_PGBENCH the
+pgbench executable (default: pgbench on PATH, then /usr/bin/pgbench).";
+
+/// What the matrix run was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub quick: bool,
+    pub only: Option<Vec<String>>,
+    pub in_flight: Vec<usize>,
+    pub warmup: Duration,
+    pub window: Duration,
+    /// In-flight levels at which the framework and storage ceilings are measured.
+    pub baseline_levels: Vec<usize>,
+    /// A/B mode: the directory of the B binaries, B's extra environment, rounds.
+    pub compare: Option<std::path::PathBuf>,
+    pub compare_env: Vec<(String, String)>,
+    pub rounds: usize,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut quick = false;
+        let mut no_ceilings = false;
+        let mut compare = None;
+        let mut compare_env = Vec::new();
+        let mut rounds = 2;
+        let mut only = None;
+        let mut in_flight = vec![1, 16, 64];
+        let mut warmup = None;
+        let mut window = None;
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            let mut value = |name: &str| iter.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+            match arg.as_str() {
+                "--quick" => quick = true,
+                "--no-ceilings" => no_ceilings = true,
+                "--compare" => compare = Some(std::path::PathBuf::from(value("--compare")?)),
+                "--compare-env" => {
+                    for pair in value("--compare-env")?.split(',').filter(|p| !p.trim().is_empty()) {
+                        let (key, val) = pair
+                            .split_once('=')
+                            .ok_or_else(|| format!("--compare-env: expected VAR=VALUE, got {pair:?}"))?;
+                        compare_env.push((key.trim().to_owned(), val.trim().to_owned()));
+                    }
+                }
+                "--rounds" => {
+                    rounds = value("--rounds")?
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=20).contains(n))
+                        .ok_or("--rounds: expected a whole number from 1 to 20")?;
+                }
+                "--only" => {
+                    let list: Vec<String> = value("--only")?.split(',').map(|s| s.trim().to_owned()).collect();
+                    for name in &list {
+                        if !orchestrate::SECTIONS.contains(&name.as_str()) {
+                            return Err(format!("--only: unknown scenario {name:?}"));
+                        }
+                    }
+                    only = Some(list);
+                }
+                "--in-flight" => {
+                    in_flight = value("--in-flight")?
+                        .split(',')
+                        .map(|s| s.trim().parse::<usize>().ok().filter(|n| (1..=1000).contains(n)))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or("--in-flight: expected comma-separated whole numbers from 1 to 1000")?;
+                }
+                "--warmup" => warmup = Some(seconds("--warmup", &value("--warmup")?)?),
+                "--window" => window = Some(seconds("--window", &value("--window")?)?),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        let (default_warmup, default_window) = if quick {
+            (Duration::from_millis(500), Duration::from_secs(1))
+        } else {
+            (Duration::from_secs(3), Duration::from_secs(10))
+        };
+        let baseline_levels = if no_ceilings {
+            Vec::new()
+        } else if quick {
+            vec![16]
+        } else {
+            in_flight.clone()
+        };
+        Ok(Self {
+            quick,
+            only,
+            in_flight,
+            warmup: warmup.unwrap_or(default_warmup),
+            window: window.unwrap_or(default_window),
+            baseline_levels,
+            compare,
+            compare_env,
+            rounds,
+        })
+    }
+
+    pub fn wants(&self, section: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.iter().any(|s| s == section))
+    }
+}
+
+fn seconds(name: &str, raw: &str) -> Result<Duration, String> {
+    raw.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{name}: expected a number of seconds"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let helper = matches!(args.first().map(String::as_str), Some("echo-server" | "task-host"));
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if !helper {
+        // The load generator keeps one worker per core whatever TOKIO_WORKER_THREADS says:
+        // that variable is passed through to the services (and the helper servers, which
+        // start like `#[tokio::main]` does) to compare runtime sizes.
+        runtime.worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("todo-bench: cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match args.first().map(String::as_str) {
+        Some("echo-server") => runtime.block_on(echo::serve(args.get(1).map(String::as_str))),
+        Some("task-host") => runtime.block_on(taskhost::serve(args.get(1).map(String::as_str))),
+        Some("hash-ceiling") => {
+            let timing = load::Timing { warmup: Duration::from_secs(1), window: Duration::from_secs(3) };
+            ceilings::hashes_per_second(timing).map(|rate| println!("{rate:.1} argon2id verifications/s on all cores"))
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => match Options::parse(&args) {
+            Ok(options) => runtime.block_on(orchestrate::run(options)),
+            Err(err) => {
+                eprintln!("todo-bench: {err}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("todo-bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
