@@ -98,6 +98,11 @@ impl Pool {
                 let pool = PoolOptions::<Postgres>::new()
                     .max_connections(settings.max_connections)
                     .acquire_timeout(settings.acquire_timeout)
+                    // sqlx pings every connection before lending it: one more round trip per
+                    // query (measured: +15-20% throughput on reads without it). A dead connection
+                    // fails its query with UNAVAILABLE instead, and the supervisor's ping turns
+                    // an outage into NOT_SERVING within a second either way.
+                    .test_before_acquire(false)
                     .connect_lazy_with(options);
                 Ok(Self::Postgres(pool))
             }
