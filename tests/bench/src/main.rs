@@ -26,7 +26,8 @@ const USAGE: &str = "\
 usage: todo-bench [--quick] [--no-ceilings] [--compare DIR [--compare-env LIST] [--rounds N]] [--only SCENARIOS] [--in-flight LEVELS] [--warmup SECS] [--window SECS]
        todo-bench echo-server [ADDR]
        todo-bench task-host <auth|no-auth>
-       todo-bench hash-ceiling
+       todo-bench hash-ceiling          (argon2id verifications/s on all cores, alone)
+       todo-bench token-verify-cost     (µs per TokenKeys::verify of a real-sized token, one core)
 
 Runs the benchmark matrix against target/release/auth-service and task-service (build them
 first: cargo build --release -p auth-service -p task-service).
@@ -180,6 +181,26 @@ fn main() -> ExitCode {
         Some("hash-ceiling") => {
             let timing = load::Timing { warmup: Duration::from_secs(1), window: Duration::from_secs(3) };
             ceilings::hashes_per_second(timing).map(|rate| println!("{rate:.1} argon2id verifications/s on all cores"))
+        }
+        Some("token-verify-cost") => {
+            let secret = todo_shared::token::JwtSecret::new(vec![7u8; 48]).map_err(|e| e.to_string());
+            let result: Result<()> = (|| {
+                let keys = todo_shared::token::TokenKeys::new(&secret?, "todo-grpc-auth", "todo-grpc")?;
+                let token = keys
+                    .mint(uuid::Uuid::new_v4(), "user-123456-42@bench.example.com", Duration::from_secs(3600))?
+                    .token;
+                println!("token {} bytes", token.len());
+                for _ in 0..3 {
+                    let n = 200_000;
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        std::hint::black_box(keys.verify(std::hint::black_box(&token))?);
+                    }
+                    println!("{:.2} µs per verify", start.elapsed().as_secs_f64() * 1e6 / n as f64);
+                }
+                Ok(())
+            })();
+            result
         }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

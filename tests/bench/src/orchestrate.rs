@@ -463,22 +463,34 @@ impl Harness {
             self.procs[with].wait_serving(Duration::from_secs(30)).await?;
             self.procs[without].wait_serving(Duration::from_secs(30)).await?;
             let n = self.options.in_flight.iter().copied().max().unwrap_or(64);
-            let rounds = if self.options.quick { 1 } else { 2 };
+            let rounds = if self.options.quick { 1 } else { 3 };
             let variants = [
                 ("task-host no-auth (fixed caller)", without),
                 ("task-host auth (bearer token verified)", with),
                 ("task-service binary", task),
             ];
-            let mut results: Vec<(String, Vec<Stats>)> =
-                variants.iter().map(|(name, _)| ((*name).to_owned(), Vec::new())).collect();
-            for _ in 0..rounds {
-                for (i, (_, index)) in variants.iter().enumerate() {
+            let mut results: Vec<(String, Vec<Stats>, Vec<f64>)> =
+                variants.iter().map(|(name, _)| ((*name).to_owned(), Vec::new(), Vec::new())).collect();
+            for round in 0..rounds {
+                // Forwards, then backwards: drift over the run does not favour one variant.
+                let order: Vec<usize> =
+                    if round % 2 == 0 { (0..variants.len()).collect() } else { (0..variants.len()).rev().collect() };
+                for i in order {
+                    let index = &variants[i].1;
                     let group =
                         Group { kind: Kind::GetTaskOneUser, in_flight: n, addr: self.procs[*index].addr, echo: false };
-                    let (mut stats, _, _) = self.measure(&[group], &[("task", &self.procs[*index])]).await?;
+                    let (mut stats, cpu, _) = self.measure(&[group], &[("task", &self.procs[*index])]).await?;
                     let stats = stats.pop().ok_or("no stats")?;
-                    eprintln!("{} token overhead: {} {:.0} req/s", self.elapsed(), results[i].0, stats.rps());
+                    let server_pct = cpu.watched.first().map_or(0.0, |(_, pct)| *pct);
+                    let per_call = server_pct / 100.0 * 1e6 / stats.rps().max(1e-9);
+                    eprintln!(
+                        "{} token overhead: {} {:.0} req/s, {per_call:.0} µs of server CPU per call",
+                        self.elapsed(),
+                        results[i].0,
+                        stats.rps()
+                    );
                     results[i].1.push(stats);
+                    results[i].2.push(per_call);
                 }
             }
             self.stop(without);

@@ -244,6 +244,11 @@ fn postgres_ticks() -> u64 {
         .sum()
 }
 
+/// CPU seconds used so far by every `postgres` process alive now.
+pub fn postgres_cpu_seconds() -> f64 {
+    postgres_ticks() as f64 / TICKS_PER_SEC
+}
+
 /// (busy, total) ticks of the whole machine, from `/proc/stat`.
 fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();

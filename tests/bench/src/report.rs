@@ -39,8 +39,8 @@ pub struct Interference {
 
 pub struct Overhead {
     pub in_flight: usize,
-    /// (variant, throughputs of each round, all stats for errors)
-    pub variants: Vec<(String, Vec<Stats>)>,
+    /// (variant, each round's stats, each round's server core-µs per call)
+    pub variants: Vec<(String, Vec<Stats>, Vec<f64>)>,
 }
 
 /// Resident memory of one service, in bytes.
@@ -325,24 +325,30 @@ impl Report {
                 "\n### Token verification overhead: GetTask (one user's 100 tasks) at {} in flight\n",
                 o.in_flight
             );
-            let _ = writeln!(out, "| Server | req/s per round | mean req/s | p99 ms (last round) | non-OK |");
-            let _ = writeln!(out, "|---|---|---:|---:|---|");
-            for (name, runs) in &o.variants {
+            let _ = writeln!(
+                out,
+                "| Server | req/s per round | mean req/s | p99 ms (last round) | server CPU µs per call | non-OK |"
+            );
+            let _ = writeln!(out, "|---|---|---:|---:|---:|---|");
+            for (name, runs, cpu) in &o.variants {
                 let rounds: Vec<String> = runs.iter().map(|s| rate(s.rps())).collect();
                 let errs: u64 = runs.iter().map(Stats::error_count).sum();
                 let _ = writeln!(
                     out,
-                    "| {name} | {} | {} | {} | {errs} |",
+                    "| {name} | {} | {} | {} | {:.0} | {errs} |",
                     rounds.join(", "),
                     rate(mean(runs.iter().map(Stats::rps))),
                     runs.last().map_or("-".to_owned(), |s| ms(s.percentile_ms(0.99))),
+                    mean(cpu.iter().copied()),
                 );
             }
             if let Some(cost) = self.token_cost() {
                 let _ = writeln!(
                     out,
-                    "\nToken verification costs {:.1}% of throughput at saturation (task-host auth vs no-auth).",
-                    cost * 100.0
+                    "\nToken verification costs {:.1}% of throughput at saturation (task-host auth vs no-auth, means over the rounds){}.",
+                    cost * 100.0,
+                    self.token_cpu_cost()
+                        .map_or(String::new(), |c| format!(", and {:.1}% more server CPU per call", c * 100.0))
                 );
             }
         }
@@ -359,7 +365,7 @@ impl Report {
             .iter()
             .flat_map(|r| std::iter::once(&r.stats).chain(r.framework.as_ref()))
             .chain(self.interference.iter().flat_map(|i| [&i.unloaded, &i.loaded, &i.login]))
-            .chain(self.overhead.iter().flat_map(|o| o.variants.iter().flat_map(|(_, runs)| runs.iter())))
+            .chain(self.overhead.iter().flat_map(|o| o.variants.iter().flat_map(|(_, runs, _)| runs.iter())))
             .flat_map(|s| {
                 s.errors
                     .iter()
@@ -390,10 +396,19 @@ impl Report {
     fn token_cost(&self) -> Option<f64> {
         let o = self.overhead.as_ref()?;
         let rps = |name: &str| {
-            o.variants.iter().find(|(n, _)| n.starts_with(name)).map(|(_, r)| mean(r.iter().map(Stats::rps)))
+            o.variants.iter().find(|(n, _, _)| n.starts_with(name)).map(|(_, r, _)| mean(r.iter().map(Stats::rps)))
         };
         let (with, without) = (rps("task-host auth")?, rps("task-host no-auth")?);
         Some(1.0 - with / without)
+    }
+
+    fn token_cpu_cost(&self) -> Option<f64> {
+        let o = self.overhead.as_ref()?;
+        let cpu = |name: &str| {
+            o.variants.iter().find(|(n, _, _)| n.starts_with(name)).map(|(_, _, c)| mean(c.iter().copied()))
+        };
+        let (with, without) = (cpu("task-host auth")?, cpu("task-host no-auth")?);
+        Some(with / without - 1.0)
     }
 
     fn targets(&self) -> Vec<(String, String, Option<bool>)> {
@@ -489,7 +504,7 @@ impl Report {
             .chain(
                 self.overhead
                     .iter()
-                    .flat_map(|o| o.variants.iter().flat_map(|(_, r)| r.iter().map(Stats::error_count))),
+                    .flat_map(|o| o.variants.iter().flat_map(|(_, r, _)| r.iter().map(Stats::error_count))),
             )
             .sum();
         targets.push(("No non-OK status in any scenario".to_owned(), format!("{non_ok} non-OK"), Some(non_ok == 0)));
