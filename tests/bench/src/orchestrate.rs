@@ -399,11 +399,14 @@ impl Harness {
                 let watched = [("auth", &self.procs[auth]), ("task", &self.procs[task])];
                 let (mut stats, cpu, rss) = self.measure(&[group], &watched).await?;
                 let stats = stats.pop().ok_or("no stats")?;
-                let (mut framework, mut storage) = (None, None);
+                let (mut framework, mut storage, mut framework_us_per_call) = (None, None, None);
                 if self.options.baseline_levels.contains(&n) {
                     let group = Group { kind, in_flight: n, addr: self.procs[echo].addr, echo: true };
-                    let (mut echo_stats, _, _) = self.measure(&[group], &[("echo", &self.procs[echo])]).await?;
+                    let (mut echo_stats, echo_cpu, _) = self.measure(&[group], &[("echo", &self.procs[echo])]).await?;
                     framework = echo_stats.pop();
+                    framework_us_per_call = framework
+                        .as_ref()
+                        .and_then(|f| echo_cpu.watched.first().map(|(_, pct)| pct / 100.0 * 1e6 / f.rps().max(1e-9)));
                     let secs = self.options.window.as_secs_f64().round().max(1.0) as u64;
                     storage = pg::storage_ceiling(
                         &self.pgbench,
@@ -428,7 +431,7 @@ impl Harness {
                     framework.as_ref().map_or(String::new(), |f| format!("  | echo {:.0} req/s", f.rps())),
                     storage.as_ref().map_or(String::new(), |s| format!("  | pgbench {:.0} calls/s", s.calls_per_sec)),
                 );
-                rows.push(Row { stats, cpu, rss, framework, storage });
+                rows.push(Row { stats, cpu, rss, framework, framework_us_per_call, storage });
             }
         }
 

@@ -144,6 +144,9 @@ pub struct StorageCeiling {
     /// Statements per second, in service calls (a create-then-delete script counts two).
     pub calls_per_sec: f64,
     pub failed: u64,
+    /// PostgreSQL CPU (all backends) per call in core-µs, sampled while pgbench's connections
+    /// are open (a backend's CPU time disappears from `/proc` when it exits).
+    pub postgres_us_per_call: Option<f64>,
 }
 
 /// Which database a scenario's SQL runs in.
@@ -276,9 +279,22 @@ pub async fn storage_ceiling(
     define("now".into(), &database_now(url).await?);
     args.push(url.to_owned());
 
-    let pgbench = pgbench.to_owned();
-    let output =
-        tokio::task::spawn_blocking(move || std::process::Command::new(pgbench).args(&args).output()).await??;
+    let child = std::process::Command::new(pgbench)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let run = tokio::task::spawn_blocking(move || child.wait_with_output());
+    // Sample PostgreSQL's CPU inside the run, while pgbench's backends are alive.
+    let (margin, total) = (0.3, secs.max(1) as f64);
+    let mut sampled = None;
+    if total > 2.0 * margin + 0.4 {
+        tokio::time::sleep(std::time::Duration::from_secs_f64(margin)).await;
+        let (t0, c0) = (std::time::Instant::now(), crate::procs::postgres_cpu_seconds());
+        tokio::time::sleep(std::time::Duration::from_secs_f64(total - 2.0 * margin)).await;
+        sampled = Some((t0.elapsed().as_secs_f64(), crate::procs::postgres_cpu_seconds() - c0));
+    }
+    let output = run.await??;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -306,5 +322,6 @@ pub async fn storage_ceiling(
         .find(|l| l.starts_with("number of failed transactions:"))
         .and_then(|l| number_after(l, ":"))
         .map_or(0, |n| n as u64);
-    Ok(Some(StorageCeiling { calls_per_sec, failed }))
+    let postgres_us_per_call = sampled.map(|(secs, cpu)| cpu * 1e6 / (calls_per_sec * secs).max(1.0));
+    Ok(Some(StorageCeiling { calls_per_sec, failed, postgres_us_per_call }))
 }

@@ -18,6 +18,8 @@ pub struct Row {
     /// Peak resident set per service during the scenario (warm-up included).
     pub rss: Vec<(String, Option<u64>)>,
     pub framework: Option<Stats>,
+    /// The echo server's CPU per call, core-µs.
+    pub framework_us_per_call: Option<f64>,
     pub storage: Option<StorageCeiling>,
 }
 
@@ -255,9 +257,9 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "| Scenario | In flight | req/s | framework req/s | storage calls/s | combined | efficiency |"
+            "| Scenario | In flight | req/s | framework req/s | storage calls/s | combined | efficiency | CPU µs per call: service / echo | postgres CPU µs per call: service / pgbench |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|---|");
         for row in &self.rows {
             let s = &row.stats;
             let framework = row.framework.as_ref().map_or("-".to_owned(), |f| {
@@ -282,12 +284,20 @@ impl Report {
                     None => ("-".to_owned(), "-".to_owned()),
                 }
             };
+            let per_call = |pct: f64| pct / 100.0 * 1e6 / s.rps().max(1e-9);
+            let role = if s.kind.on_auth_service() { "auth" } else { "task" };
+            let service_us = row.cpu.watched.iter().find(|(n, _)| n == role).map(|(_, p)| per_call(*p));
+            let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {framework} | {storage} | {combined} | {efficiency} |",
+                "| {} | {} | {} | {framework} | {storage} | {combined} | {efficiency} | {} / {} | {} / {} |",
                 s.kind.name(),
                 s.in_flight,
-                rate(s.rps())
+                rate(s.rps()),
+                us(service_us),
+                us(row.framework_us_per_call),
+                us(Some(per_call(row.cpu.postgres))),
+                us(row.storage.as_ref().and_then(|st| st.postgres_us_per_call)),
             );
         }
         if let Some(h) = self.hash_ceiling {
