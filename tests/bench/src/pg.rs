@@ -288,7 +288,7 @@ pub async fn storage_ceiling(
     // Sample PostgreSQL's CPU inside the run, while pgbench's backends are alive.
     let (margin, total) = (0.3, secs.max(1) as f64);
     let mut sampled = None;
-    if total > 2.0 * margin + 0.4 {
+    if total > 2.0 * margin + 0.2 {
         tokio::time::sleep(std::time::Duration::from_secs_f64(margin)).await;
         let (t0, c0) = (std::time::Instant::now(), crate::procs::postgres_cpu_seconds());
         tokio::time::sleep(std::time::Duration::from_secs_f64(total - 2.0 * margin)).await;
