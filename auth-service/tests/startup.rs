@@ -46,6 +46,8 @@ fn bad_configuration_is_one_line_and_exit_status_2() {
         ("malformed listen address", vec![("JWT_SECRET", SECRET), (LISTEN_VAR, "localhost")], LISTEN_VAR),
         ("port in use", vec![("JWT_SECRET", SECRET), (LISTEN_VAR, busy_addr.as_str())], LISTEN_VAR),
         ("bad log filter", vec![("JWT_SECRET", SECRET), ("RUST_LOG", "info,[")], "RUST_LOG"),
+        ("nice out of range", vec![("JWT_SECRET", SECRET), ("AUTH_HASHING_NICE", "20")], "AUTH_HASHING_NICE"),
+        ("negative nice", vec![("JWT_SECRET", SECRET), ("AUTH_HASHING_NICE", "-5")], "AUTH_HASHING_NICE"),
     ];
     for (label, vars, variable) in cases {
         let output = command(&dir, &vars).output().unwrap();
