@@ -467,7 +467,9 @@ impl Harness {
             self.procs[with].wait_serving(Duration::from_secs(30)).await?;
             self.procs[without].wait_serving(Duration::from_secs(30)).await?;
             let n = self.options.in_flight.iter().copied().max().unwrap_or(64);
-            let rounds = if self.options.quick { 1 } else { 3 };
+            // Four rounds, A B C / C B A / A B C / C B A: each variant sits at each position
+            // equally often, so drift over the run cancels out.
+            let rounds = if self.options.quick { 1 } else { 4 };
             let variants = [
                 ("task-host no-auth (fixed caller)", without),
                 ("task-host auth (bearer token verified)", with),
@@ -475,6 +477,15 @@ impl Harness {
             ];
             let mut results: Vec<(String, Vec<Stats>, Vec<f64>)> =
                 variants.iter().map(|(name, _)| ((*name).to_owned(), Vec::new(), Vec::new())).collect();
+            if !self.options.quick {
+                // One unmeasured pass: the first measurement after the hosts start runs on cold
+                // connections, statement caches and buffers, and was 10-25% low.
+                for (_, index) in &variants {
+                    let group =
+                        Group { kind: Kind::GetTaskOneUser, in_flight: n, addr: self.procs[*index].addr, echo: false };
+                    self.measure(&[group], &[("task", &self.procs[*index])]).await?;
+                }
+            }
             for round in 0..rounds {
                 // Forwards, then backwards: drift over the run does not favour one variant.
                 let order: Vec<usize> =
@@ -499,7 +510,9 @@ impl Harness {
             }
             self.stop(without);
             self.stop(with);
-            overhead = Some(Overhead { in_flight: n, variants: results });
+            let verify_us = verify_cost_us(&self.secret, &fixture.list_user.bearer)?;
+            eprintln!("{} token overhead: one verification takes {verify_us:.2} µs in-process", self.elapsed());
+            overhead = Some(Overhead { in_flight: n, variants: results, verify_us });
         }
 
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -521,4 +534,21 @@ impl Harness {
             MemoryNotes { services, hash_slots, hash_mib: f64::from(auth_service::password::M_COST_KIB) / 1024.0 };
         Ok(Report { header, rows, hash_ceiling, interference, overhead, memory, comparison: Vec::new() })
     }
+}
+
+/// Core-µs to verify one real token in-process (the interceptor's work minus the bearer
+/// parsing), over 200,000 verifications on one thread: a figure free of the load generator's
+/// and scheduler's noise, to set beside the server's CPU per call.
+fn verify_cost_us(secret: &str, bearer: &tonic::metadata::AsciiMetadataValue) -> Result<f64> {
+    use todo_shared::config::TokenConfig;
+    let secret = todo_shared::token::JwtSecret::new(secret.as_bytes().to_vec())?;
+    let keys = todo_shared::token::TokenKeys::new(&secret, TokenConfig::DEFAULT_ISSUER, TokenConfig::DEFAULT_AUDIENCE)?;
+    let token = bearer.to_str()?.trim_start_matches("Bearer ").to_owned();
+    keys.verify(&token).map_err(|e| format!("the fixture's token does not verify: {e}"))?;
+    const N: u32 = 200_000;
+    let start = std::time::Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(keys.verify(std::hint::black_box(&token)).is_ok());
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(N))
 }
