@@ -17,6 +17,7 @@ pub mod cors;
 pub mod db;
 pub mod health;
 pub mod limits;
+pub mod pg_pool;
 pub mod server;
 pub mod telemetry;
 pub mod timestamp;

@@ -140,6 +140,7 @@ pub async fn supervise_database(pool: Pool, migrations: &'static Migrations, rea
     loop {
         ticker.tick().await;
         let up = matches!(tokio::time::timeout(PING_TIMEOUT, pool.ping()).await, Ok(Ok(())));
+        pool.after_ping(up);
         readiness.set_database_up(up);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use todo_shared::db::{Pool, PoolSettings};
+use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::pb::task::v1::{CreateTaskRequest, ListTasksRequest};
 use todo_tests::*;
 use tonic::Code;
@@ -18,12 +18,24 @@ fn token() -> String {
     keys().mint(user, "limits@example.com", Duration::from_secs(600)).unwrap().token
 }
 
-/// A transaction holding `tasks` exclusively: every task query waits behind it.
-async fn lock_tasks(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let Pool::Postgres(pool) = &db.pool else { panic!("PostgreSQL only") };
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await.unwrap();
-    tx
+/// A session of its own (not from the service's pool) holding `tasks` exclusively: every task
+/// query waits behind it until [`TableLock::release`] or until it is dropped (the socket
+/// closes, PostgreSQL rolls back).
+struct TableLock(sqlx::PgConnection);
+
+impl TableLock {
+    async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    }
+}
+
+async fn lock_tasks(db: &TestDb) -> TableLock {
+    use sqlx::ConnectOptions as _;
+    let DatabaseUrl::Postgres(options) = &db.url else { panic!("PostgreSQL only") };
+    let mut conn = options.connect().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    sqlx::query("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE").execute(&mut conn).await.unwrap();
+    TableLock(conn)
 }
 
 /// Waits until `n` sessions of the test database are blocked on a lock.
@@ -97,7 +109,7 @@ async fn overload_is_refused_at_once_health_still_answers_and_a_stuck_call_hits_
         let status = call.await.unwrap();
         assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     }
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(list(&tasks, &token).await.unwrap(), 1, "served again once the database answers");
 }
 
@@ -135,7 +147,7 @@ async fn an_exhausted_pool_and_a_stuck_statement_give_unavailable_never_internal
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(took < Duration::from_secs(5), "answered in {took:?}, not left hanging");
     }
-    lock.rollback().await.unwrap();
+    lock.release().await;
     wait_until_serving(&tasks, "").await;
     assert_eq!(list(&tasks, &token).await.unwrap(), 1);
 }
@@ -169,7 +181,7 @@ async fn shutdown_lets_calls_in_flight_finish_refuses_new_ones_and_is_bounded_wh
     let create = CreateTaskRequest { title: "too late".into(), ..Default::default() };
     let refused = client.create_task(bearer(&token, create)).await.unwrap_err();
     assert!(matches!(refused.code(), Code::Unavailable | Code::Cancelled), "{refused:?}");
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(in_flight.await.unwrap().unwrap().into_inner().tasks.len(), 1, "the in-flight call finished");
     tokio::time::timeout(Duration::from_secs(10), stopping).await.unwrap().unwrap().unwrap();
 

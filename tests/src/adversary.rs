@@ -455,17 +455,18 @@ pub async fn snapshot(db: &crate::TestDb) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     match &db.pool {
         Pool::Postgres(pool) => {
+            let mut conn = pool.acquire().await.expect("connection");
             let tables: Vec<String> = sqlx::query_scalar(
                 "SELECT table_name::text FROM information_schema.tables \
                  WHERE table_schema = 'public' AND table_type = 'BASE TABLE' AND table_name NOT LIKE '\\_%'",
             )
-            .fetch_all(pool)
+            .fetch_all(&mut conn)
             .await
             .expect("list tables");
             for table in tables {
                 let sql = format!("SELECT CAST(t AS text) FROM \"{table}\" t ORDER BY 1");
                 let rows: Vec<String> =
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.expect("snapshot");
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn).await.expect("snapshot");
                 out.insert(table, rows);
             }
         }
@@ -511,7 +512,9 @@ pub async fn task_rows(db: &crate::TestDb) -> BTreeMap<Uuid, TaskRow> {
     const SQL: &str = "SELECT id, user_id, title, description, completed, version FROM tasks";
     type Row = (Uuid, Uuid, String, String, bool, i64);
     let rows: Vec<Row> = match &db.pool {
-        Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await.expect("tasks"),
+        Pool::Postgres(pool) => {
+            sqlx::query_as(SQL).fetch_all(&mut pool.acquire().await.expect("connection")).await.expect("tasks")
+        }
         Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await.expect("tasks"),
     };
     rows.into_iter()

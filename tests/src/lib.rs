@@ -145,7 +145,7 @@ impl TestDb {
             Pool::Postgres(pool) => {
                 let q = sqlx::query_scalar::<_, i64>(sql);
                 let q = if let Some(p) = param { q.bind(p) } else { q };
-                q.fetch_one(pool).await.expect("scalar query")
+                q.fetch_one(&mut pool.acquire().await.expect("connection")).await.expect("scalar query")
             }
             Pool::Sqlite(pool) => {
                 let q = sqlx::query_scalar::<_, i64>(sql);
@@ -159,7 +159,11 @@ impl TestDb {
     pub async fn text(&self, sql: &str, param: uuid::Uuid) -> String {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         match &self.pool {
-            Pool::Postgres(pool) => sqlx::query_scalar(sql).bind(param).fetch_one(pool).await.expect("text query"),
+            Pool::Postgres(pool) => sqlx::query_scalar(sql)
+                .bind(param)
+                .fetch_one(&mut pool.acquire().await.expect("connection"))
+                .await
+                .expect("text query"),
             Pool::Sqlite(pool) => sqlx::query_scalar(sql).bind(param).fetch_one(pool).await.expect("text query"),
         }
     }
@@ -171,7 +175,7 @@ impl TestDb {
             Pool::Postgres(pool) => {
                 let q = sqlx::query(sql).bind(param);
                 let q = if let Some(t) = text { q.bind(t) } else { q };
-                q.execute(pool).await.expect("execute").rows_affected()
+                q.execute(&mut pool.acquire().await.expect("connection")).await.expect("execute").rows_affected()
             }
             Pool::Sqlite(pool) => {
                 let q = sqlx::query(sql).bind(param);

@@ -1,6 +1,7 @@
+use sqlx::Row;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
+use todo_shared::db::PgPool;
 use uuid::Uuid;
 
 use super::{NewUser, StoredCredentials, UserStore, map_insert_error};
@@ -29,7 +30,7 @@ impl UserStore for PgUserStore {
             .bind(user.email.as_str())
             .bind(&user.password_hash)
             .bind(user.created_at)
-            .execute(&self.pool)
+            .execute(&mut self.pool.acquire().await?)
             .await
             .map_err(map_insert_error)?;
         Ok(User { id: user.id, email: user.email.as_str().to_owned(), created_at: user.created_at })
@@ -38,7 +39,7 @@ impl UserStore for PgUserStore {
     async fn find_credentials(&self, email: &str) -> Result<Option<StoredCredentials>, Error> {
         let row = sqlx::query("SELECT id, email, created_at, password_hash FROM users WHERE email = $1")
             .bind(email)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut self.pool.acquire().await?)
             .await?;
         Ok(match row {
             None => None,
@@ -51,7 +52,7 @@ impl UserStore for PgUserStore {
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, Error> {
         let row = sqlx::query("SELECT id, email, created_at FROM users WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut self.pool.acquire().await?)
             .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
@@ -61,7 +62,7 @@ impl UserStore for PgUserStore {
             .bind(id)
             .bind(password_hash)
             .bind(at)
-            .execute(&self.pool)
+            .execute(&mut self.pool.acquire().await?)
             .await?;
         Ok(())
     }

@@ -1,6 +1,7 @@
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, Executor, Postgres, Row};
 use time::OffsetDateTime;
+use todo_shared::db::PgPool;
 use todo_shared::timestamp::from_unix_micros;
 use uuid::Uuid;
 
@@ -21,12 +22,12 @@ impl PgTaskStore {
         Ok(sqlx::query_scalar("SELECT version FROM tasks WHERE id = $1 AND user_id = $2")
             .bind(id)
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut self.pool.acquire().await?)
             .await?)
     }
 }
 
-async fn insert_row(conn: &mut sqlx::PgConnection, task: &Task) -> Result<(), sqlx::Error> {
+async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Task) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -63,10 +64,11 @@ fn task_from_row(row: &PgRow) -> Result<Task, sqlx::Error> {
 impl TaskStore for PgTaskStore {
     async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<Task, Error> {
         let Some(key) = key else {
-            insert_row(&mut *self.pool.acquire().await?, task).await?;
+            insert_row(&mut self.pool.acquire().await?, task).await?;
             return Ok(task.clone());
         };
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         // A concurrent first call holding the same key makes this wait for its outcome, so
         // exactly one of any number of parallel retries inserts.
         let claimed = sqlx::query(
@@ -83,7 +85,7 @@ impl TaskStore for PgTaskStore {
         .rows_affected()
             == 1;
         if claimed {
-            insert_row(&mut tx, task).await?;
+            insert_row(&mut *tx, task).await?;
             tx.commit().await?;
             return Ok(task.clone());
         }
@@ -95,12 +97,14 @@ impl TaskStore for PgTaskStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
+        // Back to the pool before taking another: holding two at once can deadlock a full pool.
+        drop(conn);
         replay(&fingerprint, key, self.get_task(task.user_id, task_id).await?)
     }
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error> {
         let sql = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1 AND user_id = $2");
-        let row = sqlx::query(sql).bind(id).bind(user_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sql).bind(id).bind(user_id).fetch_optional(&mut self.pool.acquire().await?).await?;
         Ok(row.as_ref().map(task_from_row).transpose()?)
     }
 
@@ -119,7 +123,7 @@ impl TaskStore for PgTaskStore {
                     .bind(user_id)
                     .bind(query.completed)
                     .bind(i64::from(query.limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut self.pool.acquire().await?)
                     .await?
             }
             Some(cursor) => {
@@ -137,7 +141,7 @@ impl TaskStore for PgTaskStore {
                     .bind(i64::from(query.limit))
                     .bind(after)
                     .bind(cursor.id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut self.pool.acquire().await?)
                     .await?
             }
         };
@@ -167,7 +171,7 @@ impl TaskStore for PgTaskStore {
             .bind(patch.due_time.flatten())
             .bind(at)
             .bind(patch.expected_version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut self.pool.acquire().await?)
             .await?;
         match row {
             Some(row) => Ok(task_from_row(&row)?),
@@ -181,7 +185,7 @@ impl TaskStore for PgTaskStore {
                 .bind(id)
                 .bind(user_id)
                 .bind(expected_version)
-                .execute(&self.pool)
+                .execute(&mut self.pool.acquire().await?)
                 .await?
                 .rows_affected();
         if deleted == 1 { Ok(()) } else { Err(no_row_error(self.current_version(user_id, id).await?)) }
