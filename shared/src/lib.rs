@@ -6,9 +6,10 @@
 //!   side by side so the two can never drift apart.
 //! - [`auth`]: the bearer-token interceptor that puts the [`auth::AuthenticatedUser`] into the
 //!   request extensions.
-//! - [`config`], [`cors`], [`db`], [`server`], [`telemetry`]: start-up plumbing shared by both binaries:
-//!   typed configuration, the database pool and its supervisor, the gRPC host with health,
-//!   reflection and gRPC-web, and one tracing line per RPC.
+//! - [`config`], [`cors`], [`db`], [`pg_pool`], [`server`], [`telemetry`]: start-up plumbing
+//!   shared by both binaries: typed configuration, the database pools (PostgreSQL's our own)
+//!   and their supervisor, the gRPC host with health, reflection and gRPC-web, and one tracing
+//!   line per RPC.
 //! - [`validation`] and [`timestamp`]: request-edge helpers.
 
 pub mod auth;
