@@ -42,7 +42,7 @@ pub struct Config {
     pub log_filter: LogFilter,
     /// `CORS_ALLOWED_ORIGINS`, default none.
     pub cors: AllowedOrigins,
-    /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores; `AUTH_HASHING_NICE`, default 19.
+    /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores; `AUTH_HASHING_PRIORITY`, default low.
     pub hashing: HashLimits,
     /// `AUTH_THROTTLE_PER_ADDRESS`, `AUTH_THROTTLE_PER_EMAIL`, `AUTH_TRUSTED_PROXIES`.
     pub throttle: ThrottleConfig,
@@ -65,10 +65,7 @@ impl Config {
             return Err(ConfigError::new("AUTH_MAX_CONCURRENT_HASHES", "expected a whole number from 1 to 64"));
         }
         hashing.max_queued = hashing.max_in_flight * 32;
-        hashing.nice = env.parse_or("AUTH_HASHING_NICE", hashing.nice, "a whole number from 0 to 19")?;
-        if hashing.nice > HashLimits::MAX_NICE {
-            return Err(ConfigError::new("AUTH_HASHING_NICE", "expected a whole number from 0 to 19"));
-        }
+        hashing.priority = env.parse_or("AUTH_HASHING_PRIORITY", hashing.priority, "`low` or `normal`")?;
         Ok(Self {
             listen_addr: env.socket_addr("AUTH_LISTEN_ADDR", Self::DEFAULT_LISTEN_ADDR)?,
             database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,

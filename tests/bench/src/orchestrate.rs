@@ -39,7 +39,7 @@ const MATRIX: &[(&str, Kind)] = &[
 /// Variables the services read; passed through when set, and printed so a run says so.
 const SERVICE_ENV: &[&str] = &[
     "AUTH_MAX_CONCURRENT_HASHES",
-    "AUTH_HASHING_NICE",
+    "AUTH_HASHING_PRIORITY",
     "AUTH_THROTTLE_PER_EMAIL",
     "DATABASE_MAX_CONNECTIONS",
     "DATABASE_ACQUIRE_TIMEOUT_MS",
