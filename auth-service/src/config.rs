@@ -40,6 +40,8 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// `RUST_LOG`, default `info`.
     pub log_filter: LogFilter,
+    /// `TOKIO_WORKER_THREADS`, default one per core.
+    pub worker_threads: Option<usize>,
     /// `CORS_ALLOWED_ORIGINS`, default none.
     pub cors: AllowedOrigins,
     /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores; `AUTH_HASHING_PRIORITY`, default low.
@@ -73,6 +75,7 @@ impl Config {
             token: env.token_config()?,
             access_token_ttl: env.seconds("ACCESS_TOKEN_TTL", Self::DEFAULT_TOKEN_TTL, 1..=Self::MAX_TOKEN_TTL_SECS)?,
             log_filter: env.log_filter()?,
+            worker_threads: env.worker_threads()?,
             cors: env.cors_origins()?,
             hashing,
             throttle: throttle_config(env)?,

@@ -3,8 +3,7 @@ use std::process::ExitCode;
 use auth_service::{Application, Config};
 use todo_shared::config::{EXIT_BAD_CONFIG, Env};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = match Config::from_env(&Env::process()) {
         Ok(config) => config,
         Err(err) => {
@@ -12,6 +11,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG as u8);
         }
     };
+    match todo_shared::server::runtime(config.worker_threads) {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(err) => {
+            eprintln!("auth-service: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
     todo_shared::telemetry::init(&config.log_filter);
 
     let app = match Application::build(config).await {

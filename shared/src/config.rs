@@ -148,6 +148,18 @@ impl Env {
         }
     }
 
+    /// `TOKIO_WORKER_THREADS`: async runtime worker threads, default one per core. tokio reads
+    /// this variable itself and panics on a value it cannot parse, so it is checked here first
+    /// and the runtime is then built with the number given explicitly.
+    pub fn worker_threads(&self) -> Result<Option<usize>, ConfigError> {
+        const EXPECTED: &str = "a whole number from 1 to 1024";
+        let Some(raw) = self.get("TOKIO_WORKER_THREADS")? else { return Ok(None) };
+        match raw.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(Some(n)),
+            _ => Err(ConfigError::new("TOKIO_WORKER_THREADS", format!("expected {EXPECTED}, got {raw:?}"))),
+        }
+    }
+
     /// `RUST_LOG`, validated now so a typo stops start-up instead of silencing the logs.
     pub fn log_filter(&self) -> Result<LogFilter, ConfigError> {
         let raw = self.string_or("RUST_LOG", LogFilter::DEFAULT)?;

@@ -344,3 +344,13 @@ fn add_reflection(routes: &mut RoutesBuilder) {
         Err(err) => tracing::error!(error = %err, "reflection v1alpha unavailable"),
     }
 }
+
+/// The multi-threaded tokio runtime a service's `main` runs on: `worker_threads` from
+/// [`Env::worker_threads`](crate::config::Env::worker_threads), or one per core.
+pub fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    builder
+        .worker_threads(worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)));
+    builder.build()
+}

@@ -18,6 +18,8 @@ pub struct Config {
     pub token: TokenConfig,
     /// `RUST_LOG`, default `info`.
     pub log_filter: LogFilter,
+    /// `TOKIO_WORKER_THREADS`, default one per core.
+    pub worker_threads: Option<usize>,
     /// `CORS_ALLOWED_ORIGINS`, default none.
     pub cors: AllowedOrigins,
     /// `GRPC_*`: message size, streams, in-flight cap, timeouts, keep-alive, drain.
@@ -35,6 +37,7 @@ impl Config {
             pool: env.pool_settings()?,
             token: env.token_config()?,
             log_filter: env.log_filter()?,
+            worker_threads: env.worker_threads()?,
             cors: env.cors_origins()?,
             limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,
         })

@@ -46,6 +46,12 @@ fn bad_configuration_is_one_line_and_exit_status_2() {
         ("malformed listen address", vec![("JWT_SECRET", SECRET), (LISTEN_VAR, "localhost")], LISTEN_VAR),
         ("port in use", vec![("JWT_SECRET", SECRET), (LISTEN_VAR, busy_addr.as_str())], LISTEN_VAR),
         ("bad log filter", vec![("JWT_SECRET", SECRET), ("RUST_LOG", "info,[")], "RUST_LOG"),
+        (
+            "worker threads not a number",
+            vec![("JWT_SECRET", SECRET), ("TOKIO_WORKER_THREADS", "two")],
+            "TOKIO_WORKER_THREADS",
+        ),
+        ("zero worker threads", vec![("JWT_SECRET", SECRET), ("TOKIO_WORKER_THREADS", "0")], "TOKIO_WORKER_THREADS"),
     ];
     for (label, vars, variable) in cases {
         let output = command(&dir, &vars).output().unwrap();

@@ -271,6 +271,7 @@ pub fn auth_config(db: &TestDb) -> auth_service::Config {
         token: token_config(),
         access_token_ttl: auth_service::Config::DEFAULT_TOKEN_TTL,
         log_filter: LogFilter::default(),
+        worker_threads: None,
         cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
         hashing: auth_service::password::HashLimits::default(),
         // Off here: the suite signs up and logs in far faster than any person. Throttling has
@@ -292,6 +293,7 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
         pool: PoolSettings::default(),
         token: token_config(),
         log_filter: LogFilter::default(),
+        worker_threads: None,
         cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
         limits: test_limits(task_service::DEFAULT_MAX_REQUEST_BYTES),
     }
