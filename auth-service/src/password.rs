@@ -47,6 +47,8 @@ pub struct HashLimits {
     pub max_wait: Duration,
     /// CPU priority of the hashing threads.
     pub priority: HashingPriority,
+    /// How long a hashing thread keeps its memory after its last hash.
+    pub release_memory_after: Duration,
 }
 
 /// CPU priority of the hashing threads (`AUTH_HASHING_PRIORITY`).
@@ -80,6 +82,7 @@ impl Default for HashLimits {
             max_queued: cores * 32,
             max_wait: Duration::from_secs(5),
             priority: HashingPriority::Low,
+            release_memory_after: Duration::from_secs(60),
         }
     }
 }
@@ -94,8 +97,6 @@ pub enum Verification {
     Mismatch,
 }
 
-/// How long a hashing thread keeps its memory after its last hash.
-const RELEASE_MEMORY_AFTER: Duration = Duration::from_secs(60);
 /// Salt length: the PHC and OWASP recommendation.
 const SALT_LEN: usize = 16;
 /// Hash output length (argon2's default).
@@ -110,10 +111,21 @@ struct Job {
 /// A thread's argon2 working memory, allocated on first use and kept while busy.
 struct Memory(Vec<Block>);
 
+/// Bytes reserved for each thread's memory, whatever the parameters need: more than glibc's
+/// largest dynamic mmap threshold (32 MiB). Below it, the first 19 MiB block freed raises
+/// the threshold past 19 MiB, later blocks come from malloc's arenas, and freeing them
+/// returns nothing to the OS: auth-service then sat at ~88 MiB after a login burst, four
+/// blocks, instead of going back to ~9 MiB. Above it every block is its own mapping and
+/// freeing unmaps it. Only the pages argon2 touches become resident.
+const RESERVE_BYTES: usize = 33 << 20;
+
 impl Memory {
     fn blocks(&mut self, count: usize) -> &mut [Block] {
         if self.0.len() < count {
-            self.0 = vec![Block::new(); count];
+            self.0 = Vec::new();
+            let reserve = count.max(RESERVE_BYTES / std::mem::size_of::<Block>());
+            self.0.reserve_exact(reserve);
+            self.0.resize(count, Block::new());
         }
         &mut self.0[..count]
     }
@@ -139,7 +151,7 @@ impl PasswordHasher {
         let dummy_hash = hash_with(&params, b"dummy password for unknown emails", &mut Memory(Vec::new()))?;
         let max_in_flight = limits.max_in_flight.max(1);
         let idle = Arc::new(Mutex::new(Vec::with_capacity(max_in_flight)));
-        let priority = limits.priority;
+        let (priority, release_memory_after) = (limits.priority, limits.release_memory_after);
         for i in 0..max_in_flight {
             let (tx, rx) = mpsc::channel::<Job>();
             let (me, idle_list) = (tx.clone(), Arc::downgrade(&idle));
@@ -149,7 +161,7 @@ impl PasswordHasher {
                     set_priority(priority);
                     let mut memory = Memory(Vec::new());
                     loop {
-                        match rx.recv_timeout(RELEASE_MEMORY_AFTER) {
+                        match rx.recv_timeout(release_memory_after) {
                             Ok(job) => {
                                 (job.work)(&mut memory);
                                 // Back on the idle list before the slot is released, so whoever
@@ -354,6 +366,7 @@ mod tests {
             max_queued: 0,
             max_wait: Duration::from_secs(5),
             priority: HashingPriority::Normal,
+            ..HashLimits::default()
         };
         let hasher = Arc::new(hasher_with(&limits));
         let first = {
