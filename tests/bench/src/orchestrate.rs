@@ -339,7 +339,8 @@ impl Harness {
             eprintln!("{line}");
         }
         for url in [self.auth_url.clone(), self.tasks_url.clone()] {
-            let name = url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default().to_owned();
+            // The query may hold a socket path (`?host=/var/run/postgresql`): cut it off first.
+            let name = url.split('?').next().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_owned();
             pg::create_database(&self.admin, &name).await?;
             self.databases.push(name);
         }
