@@ -46,17 +46,19 @@ async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Tas
     Ok(())
 }
 
+/// Reads a row selected with `task_columns!()`, by position: looking each column up by name
+/// hashes its name, nine times a row, a hundred rows a page (~3% of a ListTasks(100)).
 fn task_from_row(row: &PgRow) -> Result<Task, sqlx::Error> {
     Ok(Task {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        title: row.try_get("title")?,
-        description: row.try_get("description")?,
-        completed: row.try_get("completed")?,
-        due_time: row.try_get("due_time")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        version: row.try_get("version")?,
+        id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        title: row.try_get(2)?,
+        description: row.try_get(3)?,
+        completed: row.try_get(4)?,
+        due_time: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        updated_at: row.try_get(7)?,
+        version: row.try_get(8)?,
     })
 }
 
