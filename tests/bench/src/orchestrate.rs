@@ -47,6 +47,8 @@ const SERVICE_ENV: &[&str] = &[
     "GRPC_MAX_IN_FLIGHT",
     "GRPC_MAX_CONCURRENT_STREAMS",
     "GRPC_REQUEST_TIMEOUT",
+    // Unset, the services log at their default (`info`), as they run for everyone else.
+    "RUST_LOG",
     "TOKIO_WORKER_THREADS",
 ];
 
@@ -237,7 +239,6 @@ impl Harness {
             ("DATABASE_URL", database),
             ("JWT_SECRET", self.secret.clone()),
             (listen_var, addr.to_string()),
-            ("RUST_LOG", "warn".to_owned()),
             ("AUTH_THROTTLE_PER_ADDRESS", THROTTLE_PER_ADDRESS.to_owned()),
         ];
         env.extend(extra_env.iter().cloned());
