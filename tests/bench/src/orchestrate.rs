@@ -103,6 +103,8 @@ struct Harness {
     log_dir: PathBuf,
     pgbench: PathBuf,
     admin: String,
+    /// The auth and tasks databases this run creates; `databases` holds those it has created.
+    planned_databases: [String; 2],
     databases: Vec<String>,
     auth_url: String,
     tasks_url: String,
@@ -138,12 +140,14 @@ pub async fn run(options: Options) -> Result<()> {
     let admin = pg::admin_url();
     let run_id = std::process::id();
     let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let [auth_db, tasks_db] = [format!("todo_bench_{run_id}_auth"), format!("todo_bench_{run_id}_tasks")];
     let mut harness = Harness {
         exe_dir,
         log_dir,
         pgbench,
-        auth_url: pg::with_database(&admin, &format!("todo_bench_{run_id}_auth")),
-        tasks_url: pg::with_database(&admin, &format!("todo_bench_{run_id}_tasks")),
+        auth_url: pg::with_database(&admin, &auth_db),
+        tasks_url: pg::with_database(&admin, &tasks_db),
+        planned_databases: [auth_db, tasks_db],
         admin,
         databases: Vec::new(),
         secret,
@@ -339,9 +343,7 @@ impl Harness {
         for line in &header {
             eprintln!("{line}");
         }
-        for url in [self.auth_url.clone(), self.tasks_url.clone()] {
-            // The query may hold a socket path (`?host=/var/run/postgresql`): cut it off first.
-            let name = url.split('?').next().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_owned();
+        for name in self.planned_databases.clone() {
             pg::create_database(&self.admin, &name).await?;
             self.databases.push(name);
         }
@@ -470,17 +472,16 @@ impl Harness {
                 let login = both.pop().ok_or("no stats")?;
                 let loaded = both.pop().ok_or("no stats")?;
                 let unloaded = alone.pop().ok_or("no stats")?;
-                let elsewhere = login_at != auth;
+                let measured = Interference { probe: probe_kind, unloaded, loaded, login, elsewhere: login_at != auth };
                 eprintln!(
-                    "{} interference: {}{} p99 {:.2} ms alone, {:.2} ms during Login ({:.1} logins/s)",
+                    "{} interference: {} p99 {:.2} ms alone, {:.2} ms during Login ({:.1} logins/s)",
                     self.elapsed(),
-                    probe_kind.name(),
-                    if elsewhere { " (logins on a second auth-service)" } else { "" },
-                    unloaded.percentile_ms(0.99),
-                    loaded.percentile_ms(0.99),
-                    login.rps()
+                    measured.label(),
+                    measured.unloaded.percentile_ms(0.99),
+                    measured.loaded.percentile_ms(0.99),
+                    measured.login.rps()
                 );
-                interference.push(Interference { probe: probe_kind, unloaded, loaded, login, elsewhere });
+                interference.push(measured);
             }
             self.stop(auth_login);
         }

@@ -44,6 +44,13 @@ pub struct Interference {
     pub elsewhere: bool,
 }
 
+impl Interference {
+    pub fn label(&self) -> String {
+        let diagnostic = if self.elsewhere { " (logins on a second auth-service: diagnostic)" } else { "" };
+        format!("{}{diagnostic}", self.probe.name())
+    }
+}
+
 pub struct Overhead {
     pub in_flight: usize,
     /// (variant, each round's stats, each round's server core-µs per call)
@@ -331,9 +338,8 @@ impl Report {
                 let ratio = i.loaded.percentile_ms(0.99) / i.unloaded.percentile_ms(0.99);
                 let _ = writeln!(
                     out,
-                    "| {}{} | {} / {} | {} / {} | {ratio:.1}x | {} | {} / {} / {} |",
-                    i.probe.name(),
-                    if i.elsewhere { " (logins on a second auth-service: diagnostic)" } else { "" },
+                    "| {} | {} / {} | {} / {} | {ratio:.1}x | {} | {} / {} / {} |",
+                    i.label(),
                     ms(i.unloaded.percentile_ms(0.5)),
                     ms(i.unloaded.percentile_ms(0.99)),
                     ms(i.loaded.percentile_ms(0.5)),
