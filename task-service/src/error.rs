@@ -1,5 +1,7 @@
 //! The one error type of task-service and its one mapping to `tonic::Status`.
 
+use std::sync::Arc;
+
 use todo_shared::validation::FieldViolations;
 use tonic::Status;
 
@@ -22,8 +24,15 @@ pub enum Error {
     /// The request's etag is not the task's current one.
     #[error("the task has changed since this etag was read: get it again and retry")]
     EtagMismatch,
+    /// Shared: one failed query can answer several coalesced GetTasks.
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] Arc<sqlx::Error>),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Database(Arc::new(err))
+    }
 }
 
 impl From<FieldViolations> for Error {

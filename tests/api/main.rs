@@ -7,6 +7,7 @@ mod faults;
 mod health;
 mod limits;
 mod model;
+mod point_reads;
 mod pool;
 mod tasks;
 mod throttle;

@@ -8,6 +8,7 @@ macro_rules! task_columns {
     };
 }
 
+pub mod point_reads;
 mod postgres;
 mod sqlite;
 
