@@ -13,6 +13,7 @@
 //! - [`validation`] and [`timestamp`]: request-edge helpers.
 
 pub mod auth;
+pub mod coalesce;
 pub mod config;
 pub mod cors;
 pub mod db;

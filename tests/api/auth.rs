@@ -14,6 +14,7 @@ on_both_backends!(
     unknown_email_is_indistinguishable_from_wrong_password,
     bad_tokens_are_unauthenticated_for_get_current_user,
     token_of_a_deleted_user_is_rejected,
+    concurrent_get_current_user_answers_each_caller_with_its_own_account,
     weaker_password_hash_is_upgraded_on_login,
 );
 
@@ -206,6 +207,48 @@ async fn token_of_a_deleted_user_is_rejected(backend: Backend) {
     let err = client.get_current_user(bearer(&token, GetCurrentUserRequest {})).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(err.message(), "the user of this token no longer exists");
+}
+
+/// Many GetCurrentUsers at once (on PostgreSQL they share queries under load): each caller
+/// gets its own account, and a token whose user does not exist gets UNAUTHENTICATED.
+async fn concurrent_get_current_user_answers_each_caller_with_its_own_account(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    let mut accounts = Vec::new();
+    for i in 0..4 {
+        let email = format!("user{i}@example.com");
+        let user = client.sign_up(sign_up(&email, "tulip-anchor-93")).await.unwrap().into_inner().user.unwrap();
+        let id = uuid::Uuid::parse_str(&user.id).unwrap();
+        let token = keys().mint(id, &email, std::time::Duration::from_secs(600)).unwrap().token;
+        accounts.push((Some(user), token));
+    }
+    let ghost = caller();
+    accounts.push((None, ghost.token));
+
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(auth_client(&auth).await);
+    }
+    let mut handles = Vec::new();
+    for worker in 0..64 {
+        let mut client = clients[worker % clients.len()].clone();
+        let (expected, token) = accounts[worker % accounts.len()].clone();
+        handles.push(tokio::spawn(async move {
+            (expected, client.get_current_user(bearer(&token, GetCurrentUserRequest {})).await)
+        }));
+    }
+    for handle in handles {
+        match handle.await.unwrap() {
+            (Some(expected), got) => assert_eq!(got.unwrap().into_inner().user, Some(expected)),
+            (None, got) => {
+                let err = got.unwrap_err();
+                assert_eq!(
+                    (err.code(), err.message()),
+                    (Code::Unauthenticated, "the user of this token no longer exists")
+                );
+            }
+        }
+    }
 }
 
 async fn weaker_password_hash_is_upgraded_on_login(backend: Backend) {

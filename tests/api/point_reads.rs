@@ -1,6 +1,6 @@
-//! GetTask's coalesced reads (`task_service::store::point_reads`) on PostgreSQL: lookups that
-//! arrive while a query is out share the next one, and each caller still gets only a task
-//! that is its own.
+//! Coalesced point lookups (`todo_shared::coalesce`, GetTask's in
+//! `task_service::store::point_reads`) on PostgreSQL: lookups that arrive while a query is out
+//! share the next one, and each caller still gets only a task that is its own.
 
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ async fn lookups_that_queue_share_one_query_and_each_gets_only_its_own_task() {
         .iter()
         .map(|&(user, id, _)| {
             let reads = reads.clone();
-            tokio::spawn(async move { reads.get(user, id).await })
+            tokio::spawn(async move { reads.get((user, id)).await })
         })
         .collect();
     for ((user, id, expected), handle) in lookups.iter().zip(handles) {
@@ -81,7 +81,7 @@ async fn lookups_that_queue_share_one_query_and_each_gets_only_its_own_task() {
     assert_eq!(reads.queries_sent(), 2, "the first lookup's query, then one for the {} queued", lookups.len() - 1);
 
     // Alone, a lookup is a query of its own, right away.
-    let alone = reads.get(bob, bobs[1]).await.unwrap().unwrap();
+    let alone = reads.get((bob, bobs[1])).await.unwrap().unwrap();
     assert_eq!(alone.title, "b1");
     assert_eq!(reads.queries_sent(), 3);
 }
@@ -94,19 +94,19 @@ async fn queued_lookups_are_answered_when_the_caller_ahead_of_them_goes_away() {
     let proxy = FaultyProxy::start(db.postgres_addr()).await;
     let reads = PointReads::new(pool_for(&db.url_via(proxy.addr)));
     // A connection ready in the pool, then a slow network: the next query stays out a while.
-    assert!(reads.get(alice, ids[0]).await.unwrap().is_some());
+    assert!(reads.get((alice, ids[0])).await.unwrap().is_some());
     proxy.set(Mode::Delay(Duration::from_millis(50)));
 
     let first = {
         let reads = reads.clone();
-        tokio::spawn(async move { reads.get(alice, ids[0]).await })
+        tokio::spawn(async move { reads.get((alice, ids[0])).await })
     };
     tokio::task::yield_now().await;
     let queued: Vec<_> = ids
         .iter()
         .map(|&id| {
             let reads = reads.clone();
-            tokio::spawn(async move { reads.get(alice, id).await })
+            tokio::spawn(async move { reads.get((alice, id)).await })
         })
         .collect();
     tokio::task::yield_now().await;
@@ -132,7 +132,7 @@ async fn a_failed_batch_fails_every_lookup_in_it_and_the_next_ones_recover() {
     let ids = [insert(&db, alice, "t0").await, insert(&db, alice, "t1").await];
     let proxy = FaultyProxy::start(db.postgres_addr()).await;
     let reads = PointReads::new(pool_for(&db.url_via(proxy.addr)));
-    assert!(reads.get(alice, ids[0]).await.unwrap().is_some());
+    assert!(reads.get((alice, ids[0])).await.unwrap().is_some());
 
     // The database goes away with lookups queued: each gets an error, none hangs.
     proxy.set(Mode::Delay(Duration::from_millis(100)));
@@ -140,7 +140,7 @@ async fn a_failed_batch_fails_every_lookup_in_it_and_the_next_ones_recover() {
         .map(|i| {
             let reads = reads.clone();
             let id = ids[i % 2];
-            tokio::spawn(async move { reads.get(alice, id).await })
+            tokio::spawn(async move { reads.get((alice, id)).await })
         })
         .collect();
     tokio::task::yield_now().await;
@@ -148,10 +148,11 @@ async fn a_failed_batch_fails_every_lookup_in_it_and_the_next_ones_recover() {
     for handle in handles {
         let result = tokio::time::timeout(Duration::from_secs(30), handle).await.expect("a lookup hung").unwrap();
         let err = result.expect_err("answered with the database cut off");
-        assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
+        let status = tonic::Status::from(task_service::error::Error::Database(err));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
     }
 
     proxy.restore();
-    let task = reads.get(alice, ids[1]).await.unwrap().unwrap();
+    let task = reads.get((alice, ids[1])).await.unwrap().unwrap();
     assert_eq!(task.title, "t1");
 }

@@ -70,6 +70,6 @@ pub fn for_pool(pool: &Pool) -> Arc<dyn UserStore> {
 fn map_insert_error(err: sqlx::Error) -> Error {
     match todo_shared::db::classify(&err) {
         todo_shared::db::Failure::UniqueViolation => Error::EmailTaken,
-        _ => Error::Database(err),
+        _ => Error::from(err),
     }
 }

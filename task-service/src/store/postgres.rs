@@ -107,7 +107,7 @@ impl TaskStore for PgTaskStore {
     }
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error> {
-        self.reads.get(user_id, id).await
+        self.reads.get((user_id, id)).await.map_err(Error::Database)
     }
 
     async fn list_tasks(&self, user_id: Uuid, query: PageQuery) -> Result<Vec<Task>, Error> {
