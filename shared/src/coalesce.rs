@@ -116,7 +116,7 @@ impl<L: Lookup> Coalesced<L> {
         match queued {
             None => {
                 // Dropped on every exit, cancellation included: hands the lane to the queue.
-                let _lane = Lane { inner: self.inner.clone(), held: true };
+                let _lane = Lane(self.inner.clone());
                 self.inner.one(key).await
             }
             // The sender only goes away without an answer when the runtime is shutting down.
@@ -161,13 +161,13 @@ impl<L: Lookup> Inner<L> {
     }
 
     async fn answer(&self, batch: Vec<Waiting<L>>) {
-        if let [one] = &batch[..] {
-            let result = self.one(one.key).await;
-            if let Some(one) = batch.into_iter().next() {
-                let _ = one.reply.send(result);
+        let batch = match <[Waiting<L>; 1]>::try_from(batch) {
+            Ok([one]) => {
+                let _ = one.reply.send(self.one(one.key).await);
+                return;
             }
-            return;
-        }
+            Err(batch) => batch,
+        };
         let keys: Vec<L::Key> = batch.iter().map(|w| w.key).collect();
         match self.many(&keys).await {
             Ok(rows) => {
@@ -188,37 +188,22 @@ impl<L: Lookup> Inner<L> {
 
 /// A lane in use. On drop it serves the queue or becomes free: whoever holds a lane when
 /// lookups are queued is the one who serves them, so none waits forever.
-struct Lane<L: Lookup> {
-    inner: Arc<Inner<L>>,
-    held: bool,
-}
+struct Lane<L: Lookup>(Arc<Inner<L>>);
 
 impl<L: Lookup> Drop for Lane<L> {
     fn drop(&mut self) {
-        if !self.held {
-            return;
-        }
-        if let Some(batch) = self.inner.next_batch_or_release() {
+        if let Some(batch) = self.0.next_batch_or_release() {
             // Lanes are dropped inside tasks; only a runtime being torn down drops one outside,
             // and then the waiters see their sender go away and answer UNAVAILABLE.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                drop(runtime.spawn(serve(self.inner.clone(), batch)));
+                drop(runtime.spawn(serve(self.0.clone(), batch)));
             }
         }
     }
 }
 
-/// Serves batches until the queue is empty, then frees the lane.
-async fn serve<L: Lookup>(inner: Arc<Inner<L>>, mut batch: Vec<Waiting<L>>) {
-    let mut lane = Lane { inner, held: true };
-    loop {
-        lane.inner.answer(batch).await;
-        match lane.inner.next_batch_or_release() {
-            Some(next) => batch = next,
-            None => {
-                lane.held = false;
-                return;
-            }
-        }
-    }
+/// Answers one batch on the lane it was handed; dropping the lane then serves the next.
+async fn serve<L: Lookup>(inner: Arc<Inner<L>>, batch: Vec<Waiting<L>>) {
+    let lane = Lane(inner);
+    lane.0.answer(batch).await;
 }

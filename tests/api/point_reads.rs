@@ -11,15 +11,13 @@ use todo_tests::*;
 use uuid::Uuid;
 
 async fn postgres() -> Option<TestDb> {
-    available(Backend::Postgres).then_some(())?;
-    let db = TestDb::new(Backend::Postgres).await;
+    let db = crate::pool::postgres().await?;
     db.pool.migrate(&task_service::store::MIGRATIONS).await.unwrap();
     Some(db)
 }
 
 fn pool_for(url: &DatabaseUrl) -> PgPool {
-    let DatabaseUrl::Postgres(options) = url else { panic!("PostgreSQL only") };
-    PgPool::new(options.clone(), 8, Duration::from_secs(10))
+    crate::pool::pool_for(url, 8, Duration::from_secs(10))
 }
 
 /// Inserts a task of `owner`'s titled `title` and returns its id.

@@ -9,7 +9,7 @@ use todo_shared::db::{DatabaseUrl, PgConn, PgPool};
 use todo_tests::proxy::FaultyProxy;
 use todo_tests::*;
 
-fn pool_for(url: &DatabaseUrl, max: u32, acquire_timeout: Duration) -> PgPool {
+pub(crate) fn pool_for(url: &DatabaseUrl, max: u32, acquire_timeout: Duration) -> PgPool {
     let DatabaseUrl::Postgres(options) = url else { panic!("PostgreSQL only") };
     PgPool::new(options.clone(), max, acquire_timeout)
 }
@@ -18,7 +18,7 @@ async fn backend_pid(conn: &mut PgConn) -> i32 {
     sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await.unwrap()
 }
 
-async fn postgres() -> Option<TestDb> {
+pub(crate) async fn postgres() -> Option<TestDb> {
     available(Backend::Postgres).then_some(())?;
     Some(TestDb::new(Backend::Postgres).await)
 }
