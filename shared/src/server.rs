@@ -201,7 +201,7 @@ impl GrpcHost {
 
         let mut routes = Routes::builder();
         routes.add_service(health_service);
-        add_reflection(&mut routes);
+        add_reflection(&mut routes, service_name);
         Ok(Self {
             listener,
             local_addr,
@@ -321,23 +321,33 @@ impl GrpcHost {
     }
 }
 
-fn add_reflection(routes: &mut RoutesBuilder) {
+/// Full names of the reflection services, as each version advertises itself.
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+const HEALTH: &str = tonic_health::pb::health_server::SERVICE_NAME;
+
+fn add_reflection(routes: &mut RoutesBuilder, service_name: &'static str) {
     // Both versions: grpcurl asks v1 first, and older tools (and some `buf curl` versions)
-    // only speak v1alpha.
-    let builder = || {
+    // only speak v1alpha. The descriptor set holds both services' files (one contract crate),
+    // so the services to list are named: a port advertises what it serves and nothing else,
+    // or tools would offer the other service's methods and get UNIMPLEMENTED.
+    let builder = |reflection: &'static str| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(service_name)
+            .with_service_name(HEALTH)
+            .with_service_name(reflection)
     };
     // The descriptor sets are compiled into the binary; building from them fails only for a
     // misbuilt binary, which the tests catch.
-    match builder().build_v1() {
+    match builder(REFLECTION_V1).build_v1() {
         Ok(service) => {
             routes.add_service(service);
         }
         Err(err) => tracing::error!(error = %err, "reflection v1 unavailable"),
     }
-    match builder().build_v1alpha() {
+    match builder(REFLECTION_V1ALPHA).build_v1alpha() {
         Ok(service) => {
             routes.add_service(service);
         }

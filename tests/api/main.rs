@@ -9,6 +9,7 @@ mod limits;
 mod model;
 mod point_reads;
 mod pool;
+mod reflection;
 mod tasks;
 mod throttle;
 mod web;

@@ -11,6 +11,8 @@ right after an `sh` block is the answer that block must print, compared by shape
   (the actual value must start with what comes before the `...`);
 - an answer with a `code` key is an error, and the command must fail.
 
+A `text` block right after an `sh` block is the exact output, line for line.
+
 Usage: AUTH_ADDR=127.0.0.1:PORT TASK_ADDR=127.0.0.1:PORT BUF=/path/to/buf readme_examples.py
 The README's addresses (127.0.0.1:50051 and :50052) are replaced by the given ones, and
 `npx --yes @bufbuild/buf` by `$BUF` (the version CI pins).
@@ -89,13 +91,17 @@ def matches(expected, actual, path="$"):
 def main() -> int:
     auth, tasks, buf = os.environ["AUTH_ADDR"], os.environ["TASK_ADDR"], os.environ["BUF"]
     readme = README.read_text()
-    pairs = []  # (sh text, expected json or None)
+    pairs = []  # (sh text, expected json, expected lines or None)
     found = blocks(readme)
     for n, (lang, text) in enumerate(found):
         if lang != "sh":
             continue
         following = found[n + 1] if n + 1 < len(found) else None
-        expected = json.loads(following[1]) if following and following[0] == "json" else None
+        expected = None
+        if following and following[0] == "json":
+            expected = json.loads(following[1])
+        elif following and following[0] == "text":
+            expected = following[1].splitlines()
         pairs.append((text, expected))
     if not pairs:
         print("no examples found between the README markers", file=sys.stderr)
@@ -125,6 +131,10 @@ def main() -> int:
             problem = "the command failed"
         elif wants_error and not failed:
             problem = "the README shows an error but the command succeeded"
+        elif isinstance(expected, list):
+            lines = [line for line in output.splitlines() if line.strip()]
+            if lines != expected:
+                problem = f"printed {lines}, README shows {expected}"
         elif expected is not None:
             docs = json_documents(output)
             if not docs:
