@@ -8,7 +8,7 @@ use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::limits::ServerLimits;
 
-use crate::password::HashLimits;
+use crate::password::{HashLimits, MAX_CONCURRENT_HASHES};
 use crate::throttle::{Rate, ThrottleConfig, TrustedProxies};
 
 fn throttle_config(env: &Env) -> Result<ThrottleConfig, ConfigError> {
@@ -44,7 +44,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// `CORS_ALLOWED_ORIGINS`, default none.
     pub cors: AllowedOrigins,
-    /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores; `AUTH_HASHING_PRIORITY`, default low.
+    /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores (at most 64);
+    /// `AUTH_HASHING_PRIORITY`, default low.
     pub hashing: HashLimits,
     /// `AUTH_THROTTLE_PER_ADDRESS`, `AUTH_THROTTLE_PER_EMAIL`, `AUTH_TRUSTED_PROXIES`.
     pub throttle: ThrottleConfig,
@@ -61,10 +62,11 @@ impl Config {
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut hashing = HashLimits::default();
-        hashing.max_in_flight =
-            env.parse_or("AUTH_MAX_CONCURRENT_HASHES", hashing.max_in_flight, "a whole number from 1 to 64")?;
-        if !(1..=64).contains(&hashing.max_in_flight) {
-            return Err(ConfigError::new("AUTH_MAX_CONCURRENT_HASHES", "expected a whole number from 1 to 64"));
+        let range = 1..=MAX_CONCURRENT_HASHES;
+        let expected = format!("a whole number from 1 to {MAX_CONCURRENT_HASHES}");
+        hashing.max_in_flight = env.parse_or("AUTH_MAX_CONCURRENT_HASHES", hashing.max_in_flight, &expected)?;
+        if !range.contains(&hashing.max_in_flight) {
+            return Err(ConfigError::new("AUTH_MAX_CONCURRENT_HASHES", format!("expected {expected}")));
         }
         hashing.max_queued = hashing.max_in_flight * 32;
         hashing.priority = env.parse_or("AUTH_HASHING_PRIORITY", hashing.priority, "`low` or `normal`")?;

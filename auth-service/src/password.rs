@@ -73,13 +73,22 @@ impl std::str::FromStr for HashingPriority {
     }
 }
 
+/// Most hashes running at once, whatever the core count: each holds 19 MiB while it runs.
+pub const MAX_CONCURRENT_HASHES: usize = 64;
+
+/// One hash per core, within 1..=[`MAX_CONCURRENT_HASHES`].
+fn default_max_in_flight(cores: usize) -> usize {
+    cores.clamp(1, MAX_CONCURRENT_HASHES)
+}
+
 impl Default for HashLimits {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_in_flight = default_max_in_flight(cores);
         Self {
-            max_in_flight: cores,
+            max_in_flight,
             // Enough to absorb a burst of logins without letting memory or latency grow unbounded.
-            max_queued: cores * 32,
+            max_queued: max_in_flight * 32,
             max_wait: Duration::from_secs(5),
             priority: HashingPriority::Low,
             release_memory_after: Duration::from_secs(60),
@@ -357,6 +366,15 @@ mod tests {
             .to_string();
         let verification = hasher().verify(Password::parse_login("correct horse").unwrap(), Some(weak)).await;
         assert_eq!(verification.unwrap(), Verification::Match { needs_rehash: true });
+    }
+
+    #[test]
+    fn the_default_is_one_hash_per_core_within_the_cap() {
+        assert_eq!(default_max_in_flight(1), 1);
+        assert_eq!(default_max_in_flight(2), 2);
+        assert_eq!(default_max_in_flight(64), 64);
+        // A big host starts with the cap instead of refusing its own default.
+        assert_eq!(default_max_in_flight(192), MAX_CONCURRENT_HASHES);
     }
 
     #[tokio::test]
