@@ -19,7 +19,7 @@ const EMAIL_LOCAL_MAX_CHARS: usize = 64;
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 
-/// A normalised email address: trimmed, lower-cased, of a plausible shape.
+/// A normalised email address: trimmed, NFC, lower-cased, of a plausible shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -53,9 +53,13 @@ impl Email {
     }
 }
 
-/// Emails are compared trimmed and lower-cased, at sign-up and at login alike.
+/// Emails are compared trimmed, in Unicode NFC and lower-cased, at sign-up and at login alike:
+/// `é` typed as one code point or as `e` plus a combining accent is the same address, not two
+/// look-alike accounts. (NFC, not NFKC: compatibility forms are different addresses to a mail
+/// server.) Lower-casing can leave a decomposed sequence (`İ`), hence NFC once more.
 fn normalise_email(raw: &str) -> String {
-    raw.trim().to_lowercase()
+    let lower = raw.trim().nfc().collect::<String>().to_lowercase();
+    lower.nfc().collect()
 }
 
 fn has_email_shape(email: &str) -> bool {
@@ -112,20 +116,17 @@ pub fn load_password_blocklist() -> usize {
 }
 
 impl Password {
-    /// A password for a new account: 8 to 128 characters, anything else allowed.
+    /// A password for a new account: 8 to 128 characters once normalised, not a common one.
+    /// Lengths are counted after normalisation, so the same password typed two ways is
+    /// either accepted both times or refused both times.
     pub fn parse_new(raw: &str) -> Result<Self, PasswordError> {
-        let chars = raw.chars().count();
-        match chars {
+        let password = Self::normalised(raw);
+        match password.0.chars().count() {
             0 => Err(PasswordError::Empty),
             n if n < PASSWORD_MIN_CHARS => Err(PasswordError::TooShort),
             n if n > PASSWORD_MAX_CHARS => Err(PasswordError::TooLong),
-            _ => {
-                let password = Self::normalised(raw);
-                if COMMON_PASSWORDS.contains(password.0.to_lowercase().as_str()) {
-                    return Err(PasswordError::Common);
-                }
-                Ok(password)
-            }
+            _ if COMMON_PASSWORDS.contains(password.0.to_lowercase().as_str()) => Err(PasswordError::Common),
+            _ => Ok(password),
         }
     }
 
@@ -139,10 +140,11 @@ impl Password {
     /// A password offered at login: only emptiness and the length cap are checked, so a
     /// policy change never locks anyone out.
     pub fn parse_login(raw: &str) -> Result<Self, PasswordError> {
-        match raw.chars().count() {
+        let password = Self::normalised(raw);
+        match password.0.chars().count() {
             0 => Err(PasswordError::Empty),
             n if n > PASSWORD_MAX_CHARS => Err(PasswordError::TooLong),
-            _ => Ok(Self::normalised(raw)),
+            _ => Ok(password),
         }
     }
 
@@ -305,6 +307,27 @@ mod tests {
         assert!(Password::parse_new(&"é".repeat(128)).is_ok());
         assert_eq!(Password::parse_new(&"é".repeat(129)).unwrap_err(), PasswordError::TooLong);
         assert_eq!(Password::parse_new("").unwrap_err(), PasswordError::Empty);
+    }
+
+    #[test]
+    fn password_length_is_counted_after_normalisation() {
+        // Four ligatures are twelve letters once normalised ("ffi" x 4): long enough.
+        assert!(Password::parse_new("\u{fb03}\u{fb03}\u{fb03}\u{fb03}").is_ok());
+        // 128 accented letters typed decomposed are 256 code points, 128 characters.
+        let decomposed = "e\u{301}".repeat(128);
+        assert!(Password::parse_new(&decomposed).is_ok());
+        assert!(Password::parse_login(&decomposed).is_ok());
+        assert_eq!(Password::parse_new(&"e\u{301}".repeat(129)).unwrap_err(), PasswordError::TooLong);
+    }
+
+    #[test]
+    fn composed_and_decomposed_emails_are_the_same_address() {
+        let composed = Email::parse("Jos\u{e9}@Example.com").unwrap();
+        let decomposed = Email::parse("  jose\u{301}@example.COM ").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(composed.as_str(), "jos\u{e9}@example.com");
+        // Compatibility forms stay distinct (NFC, not NFKC).
+        assert_ne!(Email::parse("\u{ff41}da@example.com").unwrap().as_str(), "ada@example.com");
     }
 
     #[test]

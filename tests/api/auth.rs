@@ -9,6 +9,8 @@ on_both_backends!(
     sign_up_then_login_then_get_current_user,
     login_token_carries_every_claim_and_expires_in_seven_days,
     duplicate_email_in_another_case_is_already_exists,
+    an_email_typed_composed_or_decomposed_is_one_account,
+    password_length_is_counted_after_normalisation,
     concurrent_duplicate_sign_ups_have_exactly_one_winner,
     each_invalid_email_and_password_class_names_its_field,
     unknown_email_is_indistinguishable_from_wrong_password,
@@ -92,6 +94,38 @@ async fn duplicate_email_in_another_case_is_already_exists(backend: Backend) {
     let err = client.sign_up(sign_up(" DUP@Example.com", "another-password")).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert_eq!(err.message(), "an account with this email already exists");
+    assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 1);
+}
+
+async fn an_email_typed_composed_or_decomposed_is_one_account(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    // "josé" with a combining accent (as some keyboards and macOS file names produce it).
+    let user = client.sign_up(sign_up("jose\u{301}@example.com", "tulip-anchor-93")).await.unwrap().into_inner();
+    assert_eq!(user.user.unwrap().email, "jos\u{e9}@example.com", "stored composed (NFC)");
+
+    // The precomposed spelling logs in to that account and cannot sign up a look-alike.
+    let session = client.login(login("Jos\u{e9}@example.com", "tulip-anchor-93")).await.unwrap().into_inner();
+    assert_eq!(session.user.unwrap().email, "jos\u{e9}@example.com");
+    let err = client.sign_up(sign_up("jos\u{e9}@example.com", "another-password")).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 1);
+}
+
+async fn password_length_is_counted_after_normalisation(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    // Four "ffi" ligatures: 4 code points, 12 characters once NFKC-normalised.
+    let ligatures = "\u{fb03}".repeat(4);
+    client.sign_up(sign_up("lig@example.com", &ligatures)).await.unwrap();
+    // The same password typed without ligatures is the same secret.
+    client.login(login("lig@example.com", "ffiffiffiffi")).await.unwrap();
+
+    // 129 accented letters typed decomposed: 258 code points, 129 characters: one too many.
+    let err = client.sign_up(sign_up("long@example.com", &"e\u{301}".repeat(129))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&err), ["password"]);
+    assert!(err.message().contains("must be at most 128 characters"), "{}", err.message());
     assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 1);
 }
 
