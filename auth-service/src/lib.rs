@@ -19,6 +19,7 @@ use todo_shared::db::Pool;
 use todo_shared::pb::auth::v1::auth_service_server::AuthServiceServer;
 use todo_shared::server::{GrpcHost, Readiness, ReadyGate};
 use todo_shared::token::TokenKeys;
+use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::accounts::Accounts;
@@ -74,8 +75,11 @@ impl Application {
 
         let accounts = Arc::new(Accounts::new(store::for_pool(&pool), hasher, keys, config.access_token_ttl));
         let throttle = Arc::new(throttle::Throttle::new(&config.throttle));
+        // Compressed requests are accepted (the size limit applies to the decompressed
+        // message); answers go out uncompressed: they are small, and compressing costs CPU.
         let api = AuthServiceServer::new(AuthApi::new(accounts, throttle))
-            .max_decoding_message_size(config.limits.max_request_bytes);
+            .max_decoding_message_size(config.limits.max_request_bytes)
+            .accept_compressed(CompressionEncoding::Gzip);
         let gate = ReadyGate(host.readiness());
         let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 

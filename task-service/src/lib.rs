@@ -19,6 +19,7 @@ use todo_shared::db::Pool;
 use todo_shared::pb::task::v1::task_service_server::TaskServiceServer;
 use todo_shared::server::{GrpcHost, Readiness};
 use todo_shared::token::TokenKeys;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
@@ -85,8 +86,11 @@ impl Application {
             .with_cors(config.cors.clone());
 
         let tasks = Arc::new(Tasks::new(store::for_pool(&pool), page_tokens));
-        let api =
-            TaskServiceServer::new(TaskApi::new(tasks)).max_decoding_message_size(config.limits.max_request_bytes);
+        // Compressed requests are accepted (the size limit applies to the decompressed
+        // message); answers go out uncompressed: they are small, and compressing costs CPU.
+        let api = TaskServiceServer::new(TaskApi::new(tasks))
+            .max_decoding_message_size(config.limits.max_request_bytes)
+            .accept_compressed(CompressionEncoding::Gzip);
         let gate = Gate { bearer: RequireBearer::new(keys), readiness: host.readiness() };
         let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 

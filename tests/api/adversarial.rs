@@ -31,6 +31,7 @@ on_both_backends!(
     invalid_utf8_and_malformed_protobuf_are_refused_and_the_services_stay_healthy,
     nul_characters_in_strings_are_not_server_errors,
     authorization_beyond_the_header_limit_is_refused,
+    gzip_requests_are_accepted_and_bombs_and_garbage_refused,
 );
 
 const PASSWORD: &str = "plum-kettle-orbit-42";
@@ -964,4 +965,91 @@ fn postgres_sqlstates_are_not_mistaken_for_sqlite_busy_codes() {
         assert_eq!(failure(code), Failure::Unavailable, "SQLite {code}");
     }
     assert!(wrong.is_empty(), "PostgreSQL errors that are not retryable classified as retryable: {wrong:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compression.
+
+/// The grpc-status and grpc-message of a unary call sent as raw HTTP/2, one message frame with
+/// the given compressed flag and payload. For what a tonic client cannot be made to send.
+async fn raw_h2_status(
+    running: &Running,
+    path: &str,
+    headers: &[(&str, &str)],
+    flag: u8,
+    payload: &[u8],
+) -> (String, String) {
+    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{}{path}", running.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut body) = client.send_request(request.body(()).unwrap(), false).unwrap();
+    let mut framed = vec![flag];
+    framed.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(payload);
+    body.send_data(bytes::Bytes::from(framed), true).unwrap();
+    let response = response.await.unwrap();
+    let (head, mut rest) = response.into_parts();
+    // A refusal before any message comes as headers only; otherwise the status is in trailers.
+    let trailers = if head.headers.contains_key("grpc-status") {
+        head.headers
+    } else {
+        while rest.data().await.is_some() {}
+        rest.trailers().await.unwrap().unwrap()
+    };
+    let text = |name: &str| trailers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (text("grpc-status"), text("grpc-message"))
+}
+
+async fn gzip_requests_are_accepted_and_bombs_and_garbage_refused(backend: Backend) {
+    use tonic::codec::CompressionEncoding::Gzip;
+    watch_panics();
+    let tasks = start_tasks(backend).await;
+    let auth = start_auth(backend).await;
+    let owner = caller();
+
+    // What grpc-java, grpc-go and others send when compression is switched on.
+    let mut accounts = auth_client(&auth).await.send_compressed(Gzip);
+    let email = "gzip@example.com".to_owned();
+    accounts.sign_up(SignUpRequest { email: email.clone(), password: PASSWORD.into() }).await.unwrap();
+    let login = accounts.login(LoginRequest { email, password: PASSWORD.into() }).await.unwrap().into_inner();
+    assert_eq!(login.user.unwrap().email, "gzip@example.com");
+    let mut client = task_client(&tasks).await.send_compressed(Gzip);
+    let request =
+        CreateTaskRequest { title: "compressed".into(), description: "d".repeat(5_000), ..Default::default() };
+    let created = client.create_task(bearer(&owner.token, request)).await.unwrap().into_inner().task.unwrap();
+    assert_eq!((created.title.as_str(), created.description.len()), ("compressed", 5_000));
+    let before = snapshot(&tasks.db).await;
+
+    // A bomb: 8 MiB of description squeezed into a few KiB. The size limit applies to what it
+    // decompresses to, so it is refused like any oversized request, and nothing is written.
+    let bomb = CreateTaskRequest { title: "bomb".into(), description: "x".repeat(8 << 20), ..Default::default() };
+    let err = client.create_task(bearer(&owner.token, bomb)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains(&TASK_LIMIT.to_string()), "the limit is named: {}", err.message());
+
+    // A frame flagged compressed that is not gzip, and gzip the client never announced: the
+    // client's fault, INVALID_ARGUMENT, never a server error.
+    let path = format!("/{}/CreateTask", task_service::SERVICE_NAME);
+    let token = format!("Bearer {}", owner.token);
+    let garbage = b"definitely not gzip".as_slice();
+    let announced = [("authorization", token.as_str()), ("grpc-encoding", "gzip")];
+    let (code, message) = raw_h2_status(&tasks, &path, &announced, 1, garbage).await;
+    assert_eq!(code, (Code::InvalidArgument as i32).to_string(), "{message}");
+    let unannounced = [("authorization", token.as_str())];
+    let (code, message) = raw_h2_status(&tasks, &path, &unannounced, 1, garbage).await;
+    assert_eq!(code, (Code::InvalidArgument as i32).to_string(), "{message}");
+    // An encoding the server does not speak: UNIMPLEMENTED, as the gRPC spec asks.
+    let zstd = [("authorization", token.as_str()), ("grpc-encoding", "zstd")];
+    let (code, message) = raw_h2_status(&tasks, &path, &zstd, 1, garbage).await;
+    assert_eq!(code, (Code::Unimplemented as i32).to_string(), "{message}");
+
+    assert_eq!(snapshot(&tasks.db).await, before);
+    assert_task_service_healthy(&tasks).await;
+    assert_auth_service_healthy(&auth).await;
 }

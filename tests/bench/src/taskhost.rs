@@ -18,6 +18,7 @@ use todo_shared::db::Pool;
 use todo_shared::pb::task::v1::task_service_server::TaskServiceServer;
 use todo_shared::server::{GrpcHost, Readiness};
 use todo_shared::token::TokenKeys;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
@@ -77,7 +78,9 @@ pub async fn serve(mode: Option<&str>) -> Result<()> {
         Caller::Fixed(AuthenticatedUser { id, email: "fixed@bench.example.com".to_owned() })
     };
     let tasks = Arc::new(Tasks::new(store::for_pool(&pool), page_tokens));
-    let api = TaskServiceServer::new(TaskApi::new(tasks)).max_decoding_message_size(config.limits.max_request_bytes);
+    let api = TaskServiceServer::new(TaskApi::new(tasks))
+        .max_decoding_message_size(config.limits.max_request_bytes)
+        .accept_compressed(CompressionEncoding::Gzip);
     let gate = Gate { caller, readiness: host.readiness() };
     let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
     host.serve(todo_shared::server::shutdown_signal()).await?;
