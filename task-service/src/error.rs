@@ -14,9 +14,7 @@ pub enum Error {
     #[error("task not found")]
     NotFound,
     /// A CreateTask `request_id` already used for different content.
-    #[error(
-        "request_id was already used for a task with a different title, description or due time: use a new request_id for a new task"
-    )]
+    #[error("request_id {REQUEST_ID_REUSED}")]
     RequestIdReused,
     /// A CreateTask retry whose task has been deleted since the first call.
     #[error("the task this request_id created has since been deleted")]
@@ -28,6 +26,10 @@ pub enum Error {
     #[error("database error")]
     Database(#[source] Arc<sqlx::Error>),
 }
+
+/// The field violation's description: the status message prefixes the field name.
+const REQUEST_ID_REUSED: &str =
+    "was already used for a task with a different title, description or due time: use a new request_id for a new task";
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
@@ -48,7 +50,7 @@ impl From<Error> for Status {
             Error::NotFound | Error::CreatedTaskDeleted => Status::not_found(err.to_string()),
             Error::RequestIdReused => {
                 let mut violations = FieldViolations::new();
-                violations.add("request_id", err.to_string());
+                violations.add("request_id", REQUEST_ID_REUSED);
                 violations.into()
             }
             Error::EtagMismatch => Status::aborted(err.to_string()),

@@ -525,6 +525,7 @@ async fn create_with_a_request_id_is_idempotent_per_user(backend: Backend) {
     let reused = client.create_task(bearer(&alice.token, request("Pay the gas bill", &key))).await.unwrap_err();
     assert_eq!(reused.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&reused), ["request_id"]);
+    assert!(reused.message().ends_with("request_id: was already used for a task with a different title, description or due time: use a new request_id for a new task"), "{reused:?}");
     assert_eq!(count(alice.id).await, 2, "nothing written");
 
     // Keys are per user: Bob's identical key creates Bob's own task.
