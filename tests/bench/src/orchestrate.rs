@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::fixture::Fixture;
 use crate::load::{Group, Kind, Stats, Timing, WindowProbe};
-use crate::procs::{CpuSnapshot, CpuUsage, Proc, RssSampler};
+use crate::procs::{CpuSnapshot, CpuUsage, Proc, RssSampler, WorkerWaits};
 use crate::report::{Comparison, Interference, MemoryNotes, Overhead, Report, Row, ServiceMemory};
 use crate::{Options, Result, ceilings, fixture, load, pg, procs};
 
@@ -467,19 +467,34 @@ impl Harness {
                 let probe = Group { kind: probe_kind, in_flight: 1, addr: self.procs[service].addr, echo: false };
                 let login = Group { kind: Kind::Login, in_flight: 16, addr: self.procs[login_at].addr, echo: false };
                 let watched = [("auth", &self.procs[auth]), ("task", &self.procs[task])];
+                let probed = self.procs[service].pid();
+                let start = WorkerWaits::of(probed);
                 let (mut alone, _, _) = self.measure(std::slice::from_ref(&probe), &watched).await?;
+                let middle = WorkerWaits::of(probed);
                 let (mut both, _, _) = self.measure(&[probe, login], &watched).await?;
+                let end = WorkerWaits::of(probed);
+                let wait = |from: Option<WorkerWaits>, to: Option<WorkerWaits>| to?.mean_wait_us_since(&from?);
                 let login = both.pop().ok_or("no stats")?;
                 let loaded = both.pop().ok_or("no stats")?;
                 let unloaded = alone.pop().ok_or("no stats")?;
-                let measured = Interference { probe: probe_kind, unloaded, loaded, login, elsewhere: login_at != auth };
+                let measured = Interference {
+                    probe: probe_kind,
+                    unloaded,
+                    loaded,
+                    login,
+                    elsewhere: login_at != auth,
+                    worker_wait_us: (wait(start, middle), wait(middle, end)),
+                };
+                let us = |w: Option<f64>| w.map_or("-".to_owned(), |w| format!("{w:.0}"));
                 eprintln!(
-                    "{} interference: {} p99 {:.2} ms alone, {:.2} ms during Login ({:.1} logins/s)",
+                    "{} interference: {} p99 {:.2} ms alone, {:.2} ms during Login ({:.1} logins/s); workers wait {} / {} µs per timeslice",
                     self.elapsed(),
                     measured.label(),
                     measured.unloaded.percentile_ms(0.99),
                     measured.loaded.percentile_ms(0.99),
-                    measured.login.rps()
+                    measured.login.rps(),
+                    us(measured.worker_wait_us.0),
+                    us(measured.worker_wait_us.1),
                 );
                 interference.push(measured);
             }

@@ -215,6 +215,45 @@ impl Drop for RssSampler {
     }
 }
 
+/// Scheduler accounting of a process's async worker threads (tokio's, named
+/// `tokio-rt-worker`; `tokio-runtime-worker`, cut to 15 bytes, before tokio 1.4x), summed from
+/// `/proc/<pid>/task/*/schedstat`: time spent runnable but waiting for a CPU, and how many
+/// times they got one. Waiting is the guest scheduler's queue, not the host's (time the
+/// hypervisor takes shows up as running or steal), so it tells contention inside the machine
+/// from a slow host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerWaits {
+    pub wait_ns: u64,
+    pub slices: u64,
+}
+
+impl WorkerWaits {
+    pub fn of(pid: u32) -> Option<Self> {
+        let mut total = Self::default();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.filter_map(|e| e.ok()) {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if !(comm.starts_with("tokio-rt-worker") || comm.starts_with("tokio-runtime-w")) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+            // Fields: time on CPU, time waiting on a run queue (both ns), timeslices run.
+            let fields: Vec<u64> = stat.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            if let [_, wait, slices] = fields[..] {
+                total.wait_ns += wait;
+                total.slices += slices;
+            }
+        }
+        Some(total)
+    }
+
+    /// Mean wait for a CPU per timeslice since `earlier`, in µs.
+    pub fn mean_wait_us_since(&self, earlier: &Self) -> Option<f64> {
+        let slices = self.slices.checked_sub(earlier.slices).filter(|&n| n > 0)?;
+        Some(self.wait_ns.saturating_sub(earlier.wait_ns) as f64 / slices as f64 / 1e3)
+    }
+}
+
 /// `utime + stime` (and with `children`, `cutime + cstime`: reaped children such as pgbench)
 /// of a process, in ticks.
 fn process_ticks(pid: &str, children: bool) -> Option<u64> {

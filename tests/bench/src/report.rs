@@ -42,6 +42,9 @@ pub struct Interference {
     pub login: Stats,
     /// The logins ran on a second auth-service process (a diagnostic row, not a target).
     pub elsewhere: bool,
+    /// Mean run-queue wait of the probed service's async workers per timeslice, in µs,
+    /// alone and during Login (a diagnostic: the mechanism behind the p99, robust to a slow host).
+    pub worker_wait_us: (Option<f64>, Option<f64>),
 }
 
 impl Interference {
@@ -331,20 +334,22 @@ impl Report {
             let _ = writeln!(out, "\n### Interference: probes at 1 in flight while Login runs at 16 in flight\n");
             let _ = writeln!(
                 out,
-                "| Probe | unloaded p50 / p99 ms | during Login p50 / p99 ms | p99 ratio | Login req/s meanwhile | non-OK |"
+                "| Probe | unloaded p50 / p99 ms | during Login p50 / p99 ms | p99 ratio | Login req/s meanwhile | async workers' wait for a CPU per timeslice, µs: unloaded / during Login | non-OK |"
             );
-            let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|");
             for i in &self.interference {
                 let ratio = i.loaded.percentile_ms(0.99) / i.unloaded.percentile_ms(0.99);
                 let _ = writeln!(
                     out,
-                    "| {} | {} / {} | {} / {} | {ratio:.1}x | {} | {} / {} / {} |",
+                    "| {} | {} / {} | {} / {} | {ratio:.1}x | {} | {} / {} | {} / {} / {} |",
                     i.label(),
                     ms(i.unloaded.percentile_ms(0.5)),
                     ms(i.unloaded.percentile_ms(0.99)),
                     ms(i.loaded.percentile_ms(0.5)),
                     ms(i.loaded.percentile_ms(0.99)),
                     rate(i.login.rps()),
+                    i.worker_wait_us.0.map_or("-".to_owned(), |w| format!("{w:.0}")),
+                    i.worker_wait_us.1.map_or("-".to_owned(), |w| format!("{w:.0}")),
                     errors(&i.unloaded),
                     errors(&i.loaded),
                     errors(&i.login),
