@@ -159,24 +159,56 @@ where
             );
             return Box::pin(std::future::ready(Ok(status.into_http())));
         };
-        let timeout = self.limits.timeout;
+        let server_limit = self.limits.timeout;
+        let client_deadline = client_timeout(request.headers()).map(|t| t.saturating_sub(CLIENT_DEADLINE_MARGIN));
+        let timeout = client_deadline.map_or(server_limit, |client| client.min(server_limit));
         let call = self.inner.call(request);
         Box::pin(async move {
             let result = tokio::time::timeout(timeout, call).await;
             drop(permit);
             match result {
                 Ok(response) => response.map(client_fault_codes),
+                Err(_) if timeout < server_limit => {
+                    tracing::info!(timeout_ms = timeout.as_millis() as u64, "request exceeded the client's deadline");
+                    Ok(Status::deadline_exceeded("the request did not complete within the client's grpc-timeout")
+                        .into_http())
+                }
                 Err(_) => {
                     tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request exceeded the server's deadline");
                     Ok(Status::deadline_exceeded(format!(
                         "the request did not complete within the server's limit of {} s",
-                        timeout.as_secs()
+                        server_limit.as_secs()
                     ))
                     .into_http())
                 }
             }
         })
     }
+}
+
+/// tonic enforces a client's `grpc-timeout` too, from outside every layer, and answers
+/// CANCELLED ("Timeout expired"). This layer's own timer, set this much earlier, answers first
+/// with DEADLINE_EXCEEDED, the code the gRPC spec gives an expired deadline.
+const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_millis(1);
+
+/// The client's deadline from `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n).
+/// A malformed value is ignored here (tonic refuses the call before it gets this far).
+fn client_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// tonic answers a request it cannot decode with codes that blame the server: OUT_OF_RANGE for
@@ -209,6 +241,25 @@ fn client_fault_codes<B>(mut response: http::Response<B>) -> http::Response<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_timeouts_parse_in_every_unit_and_garbage_is_ignored() {
+        let parse = |v: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", http::HeaderValue::from_str(v).unwrap());
+            client_timeout(&headers)
+        };
+        assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse("15S"), Some(Duration::from_secs(15)));
+        assert_eq!(parse("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(parse("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(parse("1n"), Some(Duration::from_nanos(1)));
+        for bad in ["", "m", "123456789m", "1x", "-1S", "1.5S", "1 S", "é"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(client_timeout(&http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn variables_override_defaults_and_bad_values_name_the_variable() {

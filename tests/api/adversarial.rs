@@ -970,44 +970,6 @@ fn postgres_sqlstates_are_not_mistaken_for_sqlite_busy_codes() {
 // ---------------------------------------------------------------------------------------------
 // Compression.
 
-/// The grpc-status and grpc-message of a unary call sent as raw HTTP/2, one message frame with
-/// the given compressed flag and payload. For what a tonic client cannot be made to send.
-async fn raw_h2_status(
-    running: &Running,
-    path: &str,
-    headers: &[(&str, &str)],
-    flag: u8,
-    payload: &[u8],
-) -> (String, String) {
-    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let mut request = http::Request::post(format!("http://{}{path}", running.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let (response, mut body) = client.send_request(request.body(()).unwrap(), false).unwrap();
-    let mut framed = vec![flag];
-    framed.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
-    framed.extend_from_slice(payload);
-    // A server that refuses on the headers alone (an unknown grpc-encoding) may answer and
-    // close the stream before the frame goes out; the answer is what is checked.
-    let _ = body.send_data(bytes::Bytes::from(framed), true);
-    let response = response.await.unwrap();
-    let (head, mut rest) = response.into_parts();
-    // A refusal before any message comes as headers only; otherwise the status is in trailers.
-    let trailers = if head.headers.contains_key("grpc-status") {
-        head.headers
-    } else {
-        while rest.data().await.is_some() {}
-        rest.trailers().await.unwrap().unwrap()
-    };
-    let text = |name: &str| trailers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    (text("grpc-status"), text("grpc-message"))
-}
-
 async fn gzip_requests_are_accepted_and_bombs_and_garbage_refused(backend: Backend) {
     use tonic::codec::CompressionEncoding::Gzip;
     watch_panics();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::pb::task::v1::{CreateTaskRequest, ListTasksRequest};
+use todo_tests::adversary::raw_h2_status;
 use todo_tests::*;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -111,6 +112,44 @@ async fn overload_is_refused_at_once_health_still_answers_and_a_stuck_call_hits_
     }
     lock.release().await;
     assert_eq!(list(&tasks, &token).await.unwrap(), 1, "served again once the database answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_grpc_timeout_ends_a_stuck_call_with_deadline_exceeded() {
+    if !available(Backend::Postgres) {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let token = token();
+    let tasks = started(task_config(&db), db, &token).await;
+    let lock = lock_tasks(&tasks.db).await;
+
+    // `grpc-timeout` over raw HTTP/2: a tonic client runs its own timer and would report its
+    // own error first; this asks what the server answers, as curl, proxies and clients without
+    // a timer see it (tonic's own answer would be CANCELLED "Timeout expired").
+    let path = format!("/{}/ListTasks", task_service::SERVICE_NAME);
+    let authorization = format!("Bearer {token}");
+    let call = |timeout: &'static str| {
+        let (tasks, path, authorization) = (&tasks, path.clone(), authorization.clone());
+        async move {
+            let headers = [("authorization", authorization.as_str()), ("grpc-timeout", timeout)];
+            // An empty ListTasksRequest is zero bytes.
+            raw_h2_status(tasks, &path, &headers, 0, &[]).await
+        }
+    };
+    let deadline_exceeded = (Code::DeadlineExceeded as i32).to_string();
+    let started_at = std::time::Instant::now();
+    let (code, message) = call("400m").await;
+    assert_eq!(code, deadline_exceeded, "{message}");
+    assert!(message.contains("grpc-timeout"), "{message}");
+    let took = started_at.elapsed();
+    assert!(took >= Duration::from_millis(350) && took < Duration::from_secs(5), "ended at the deadline: {took:?}");
+
+    // An already-expired deadline is answered the same way, without waiting.
+    assert_eq!(call("1n").await.0, deadline_exceeded);
+
+    lock.release().await;
+    assert_eq!(call("5S").await.0, (Code::Ok as i32).to_string(), "a deadline that can be met is");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
