@@ -32,8 +32,9 @@ impl TaskTitle {
     pub fn parse(raw: &str) -> Result<Self, TitleError> {
         let title = raw.trim();
         // PostgreSQL text cannot hold NUL, and a title is one line: refuse them all alike on
-        // every backend rather than let the database decide.
-        if title.chars().any(char::is_control) {
+        // every backend rather than let the database decide. Unicode's own line and paragraph
+        // separators are line breaks too, though not control characters.
+        if title.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
             return Err(TitleError::ControlCharacter);
         }
         match title.chars().count() {
@@ -97,12 +98,17 @@ impl Etag {
 
     /// The version a client's etag names. An etag this service never issued names no version
     /// (`-1` matches no row), so the conditional change fails with ABORTED, as for a stale one.
+    /// Matching is exact: the etag as issued (`"7"`) or its bare number (`7`), nothing that
+    /// merely parses to the same number (`"07"`, `+7`, ` "7"`).
     pub fn expected_version(raw: &str) -> Option<i64> {
-        let raw = raw.trim();
         if raw.is_empty() {
             return None;
         }
-        Some(raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw).parse().unwrap_or(-1))
+        let digits = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw);
+        let canonical = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'));
+        Some(if canonical { digits.parse().unwrap_or(-1) } else { -1 })
     }
 }
 
@@ -319,6 +325,9 @@ mod tests {
     fn control_characters_are_refused_except_layout_in_descriptions() {
         assert_eq!(TaskTitle::parse("nul\0title"), Err(TitleError::ControlCharacter));
         assert_eq!(TaskTitle::parse("two\nlines"), Err(TitleError::ControlCharacter));
+        assert_eq!(TaskTitle::parse("two\u{2028}lines"), Err(TitleError::ControlCharacter));
+        assert_eq!(TaskTitle::parse("two\u{2029}paragraphs"), Err(TitleError::ControlCharacter));
+        assert!(Description::parse("line\u{2028}separator").is_ok());
         assert_eq!(Description::parse("a\0b"), Err(DescriptionError::ControlCharacter));
         assert!(Description::parse("line one\r\n\tline two").is_ok());
     }
@@ -338,6 +347,12 @@ mod tests {
         assert_eq!(Etag::expected_version(&etag), Some(3));
         assert_eq!(Etag::expected_version(""), None);
         assert_eq!(Etag::expected_version("bogus"), Some(-1));
+        assert_eq!(Etag::expected_version("3"), Some(3), "the bare number");
+        assert_eq!(Etag::expected_version("\"0\""), Some(0));
+        // Only the etag as issued: not whatever parses to the same number.
+        for near in ["\"03\"", "03", "+3", "\"+3\"", " \"3\"", "\"3\" ", "\t3", "\"3", "3\"", "\"\"", "W/\"3\"", " "] {
+            assert_eq!(Etag::expected_version(near), Some(-1), "{near:?}");
+        }
     }
 
     #[test]

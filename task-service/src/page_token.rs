@@ -64,7 +64,7 @@ impl PageTokens {
     }
 
     pub fn decode(&self, user: Uuid, completed: Option<bool>, token: &str) -> Result<Cursor, PageTokenError> {
-        let bytes = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| PageTokenError::Invalid)?;
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| PageTokenError::Invalid)?;
         if bytes.len() != PAYLOAD_LEN + TAG_LEN || bytes[0] != VERSION {
             return Err(PageTokenError::Invalid);
         }
@@ -135,6 +135,10 @@ mod tests {
         let tampered = URL_SAFE_NO_PAD.encode(&bytes);
         for bad in [tampered.as_str(), &token[..token.len() - 2], "", "!!!", "AAAA", "eyJvZmZzZXQiOjEwfQ"] {
             assert_eq!(tokens().decode(user, None, bad), Err(PageTokenError::Invalid), "{bad}");
+        }
+        // A token is exactly as issued: whitespace around it is an alteration too.
+        for padded in [format!("{token} "), format!(" {token}"), format!("{token}\n")] {
+            assert_eq!(tokens().decode(user, None, &padded), Err(PageTokenError::Invalid), "{padded:?}");
         }
     }
 

@@ -466,12 +466,15 @@ async fn stale_etag_on_delete_is_aborted_and_deletes_nothing(backend: Backend) {
     let update = UpdateTaskRequest { id: task.id.clone(), description: Some("changed".into()), ..Default::default() };
     let updated = client.update_task(bearer(&owner.token, update)).await.unwrap().into_inner().task.unwrap();
 
-    for etag in [task.etag.clone(), "bogus".to_owned()] {
+    // Stale, foreign, and near-misses of the current etag ("2"): only the etag as issued
+    // (or its bare number) names a version.
+    assert_eq!(updated.etag, "\"2\"");
+    for etag in [task.etag.clone(), "bogus".to_owned(), "\"02\"".to_owned(), "+2".to_owned(), " \"2\"".to_owned()] {
         let err = client
-            .delete_task(bearer(&owner.token, DeleteTaskRequest { id: task.id.clone(), etag }))
+            .delete_task(bearer(&owner.token, DeleteTaskRequest { id: task.id.clone(), etag: etag.clone() }))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::Aborted);
+        assert_eq!(err.code(), Code::Aborted, "{etag:?}");
     }
     assert_eq!(tasks.db.scalar("SELECT count(*) FROM tasks", None).await, 1);
     client
