@@ -39,6 +39,8 @@ pub enum AuthError {
     WrongScheme,
     #[error("bearer token is empty")]
     Empty,
+    #[error("more than one `authorization` entry: send exactly one `authorization: Bearer <access_token>`")]
+    Duplicate,
     #[error(transparent)]
     Token(#[from] TokenError),
 }
@@ -59,7 +61,13 @@ pub fn authenticate(keys: &TokenKeys, metadata: &MetadataMap) -> Result<Authenti
 
 /// Extracts the token of an `authorization: Bearer <token>` entry.
 pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
-    let value = metadata.get("authorization").ok_or(AuthError::Missing)?;
+    let mut values = metadata.get_all("authorization").iter();
+    let value = values.next().ok_or(AuthError::Missing)?;
+    // Two credentials are ambiguous: a proxy that reads the other one would disagree about
+    // who is calling.
+    if values.next().is_some() {
+        return Err(AuthError::Duplicate);
+    }
     // Non-ASCII bytes cannot form a JWT; report them as a malformed token, not a missing one.
     let value = value.to_str().map_err(|_| TokenError::Malformed)?;
     let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
@@ -118,5 +126,8 @@ mod tests {
         assert_eq!(bearer_token(&metadata("Bearer")), Err(AuthError::Empty));
         assert_eq!(bearer_token(&metadata("Bearer   ")), Err(AuthError::Empty));
         assert_eq!(bearer_token(&metadata("abc.def.ghi")), Err(AuthError::WrongScheme));
+        let mut twice = metadata("Bearer abc");
+        twice.append("authorization", "Bearer def".parse().unwrap());
+        assert_eq!(bearer_token(&twice), Err(AuthError::Duplicate));
     }
 }
