@@ -94,6 +94,8 @@ pub enum TokenError {
     Audience,
     #[error("token claims are missing or invalid")]
     Claims,
+    #[error("token is not valid yet (issued or valid from a time in the future: check the issuer's clock)")]
+    NotYetValid,
     #[error("token is malformed")]
     Malformed,
 }
@@ -250,13 +252,22 @@ impl TokenKeys {
     }
 
     fn verify_fully(&self, token: &str) -> Result<(AuthenticatedUser, u64), TokenError> {
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| classify(e.kind()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            // A header naming an algorithm jsonwebtoken does not know (`none`, say) fails as
+            // JSON, like incomplete claims would: tell the two apart by the header alone.
+            if matches!(e.kind(), ErrorKind::Json(_)) && jsonwebtoken::decode_header(token).is_err() {
+                return if header_names_an_algorithm(token) { TokenError::Algorithm } else { TokenError::Malformed };
+            }
+            classify(e.kind())
+        })?;
         let claims = data.claims;
         let id = Uuid::try_parse(&claims.sub).map_err(|_| TokenError::Claims)?;
         let now = jsonwebtoken::get_current_timestamp();
-        if claims.iat > now.saturating_add(LEEWAY.as_secs()) || claims.iat > claims.exp {
+        if claims.iat > claims.exp {
             return Err(TokenError::Claims);
+        }
+        if claims.iat > now.saturating_add(LEEWAY.as_secs()) {
+            return Err(TokenError::NotYetValid);
         }
         Ok((AuthenticatedUser { id, email: claims.email }, claims.exp))
     }
@@ -265,6 +276,14 @@ impl TokenKeys {
 #[derive(Debug, thiserror::Error)]
 #[error("could not sign token: {0}")]
 pub struct MintError(String);
+
+/// Whether the token's header is JSON with a string `alg` (of any value).
+fn header_names_an_algorithm(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(header) = token.split('.').next() else { return false };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else { return false };
+    serde_json::from_slice::<serde_json::Value>(&json).is_ok_and(|h| h.get("alg").is_some_and(|a| a.is_string()))
+}
 
 fn classify(kind: &ErrorKind) -> TokenError {
     match kind {
@@ -276,10 +295,10 @@ fn classify(kind: &ErrorKind) -> TokenError {
         | ErrorKind::UnsupportedAlgorithm => TokenError::Algorithm,
         ErrorKind::InvalidIssuer => TokenError::Issuer,
         ErrorKind::InvalidAudience => TokenError::Audience,
-        ErrorKind::MissingRequiredClaim(_)
-        | ErrorKind::InvalidClaimFormat(_)
-        | ErrorKind::InvalidSubject
-        | ErrorKind::ImmatureSignature => TokenError::Claims,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) | ErrorKind::InvalidSubject => {
+            TokenError::Claims
+        }
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         // A JSON error after the signature was checked means well-signed but incomplete claims;
         // before it (in the header), a malformed token. Both are refusals; the message for the
         // former is more useful to a client developer.
@@ -336,7 +355,23 @@ mod tests {
         claims.iat += 3600;
         claims.exp += 7200;
         let token = keys.sign(&claims).unwrap();
-        assert_eq!(keys.verify(&token), Err(TokenError::Claims));
+        assert_eq!(keys.verify(&token), Err(TokenError::NotYetValid));
+    }
+
+    #[test]
+    fn an_unsigned_token_is_refused_for_its_algorithm() {
+        use base64::Engine as _;
+        let keys = keys();
+        let claims = keys.mint(Uuid::new_v4(), "a@b.co", Duration::from_secs(60)).unwrap().claims;
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let payload = b64(&serde_json::to_vec(&claims).unwrap());
+        for alg in ["none", "None", "HS1024"] {
+            let header = b64(format!("{{\"alg\":\"{alg}\",\"typ\":\"JWT\"}}").as_bytes());
+            assert_eq!(keys.verify(&format!("{header}.{payload}.")), Err(TokenError::Algorithm), "{alg}");
+        }
+        let header = b64(b"{\"typ\":\"JWT\"}");
+        assert_eq!(keys.verify(&format!("{header}.{payload}.")), Err(TokenError::Malformed));
+        assert_eq!(keys.verify(&format!("{}.{payload}.", b64(b"not json"))), Err(TokenError::Malformed));
     }
 
     #[test]
