@@ -82,7 +82,7 @@ impl Env {
 
     /// A listen address such as `127.0.0.1:50051` or `[::]:50051`.
     pub fn socket_addr(&self, var: &'static str, default: SocketAddr) -> Result<SocketAddr, ConfigError> {
-        self.parse_or(var, default, "an IP address and port such as 127.0.0.1:50051")
+        self.parse_or(var, default, &format!("an IP address and port such as {default}"))
     }
 
     /// A whole number of seconds within `range`.
@@ -174,9 +174,17 @@ impl Env {
         let secret = self.get("JWT_SECRET")?.ok_or_else(|| {
             ConfigError::new(
                 "JWT_SECRET",
-                "is not set: set it to a random string of at least 32 bytes (e.g. `openssl rand -base64 48`)",
+                "is not set (or blank): set it to a random string of at least 32 bytes (e.g. `openssl rand -base64 48`)",
             )
         })?;
+        // Both services must hold the same bytes: a newline kept by one (from `$(cat file)` in
+        // one shell and a file read raw in another) would make every token fail on the other.
+        if secret.trim() != secret {
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                "begins or ends with whitespace (a stray newline?): remove it, on both services",
+            ));
+        }
         let secret = JwtSecret::new(secret.into_bytes()).map_err(|e| ConfigError::new("JWT_SECRET", e.to_string()))?;
         Ok(TokenConfig {
             secret,
@@ -255,5 +263,40 @@ mod tests {
         assert!(matches!(env.database_url("data/x.db").unwrap(), DatabaseUrl::Sqlite(_)));
         let env = Env::from_pairs([("DATABASE_URL", "mysql://localhost/x")]);
         assert_eq!(env.database_url("data/x.db").unwrap_err().var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn urls_that_can_never_work_are_refused_at_start() {
+        for (url, reason) in [
+            ("postgres://u@127.0.0.1/db?sslmode=require", "asks for TLS"),
+            ("postgres://u@127.0.0.1/db?sslmode=verify-full", "asks for TLS"),
+            ("sqlite:", "names no SQLite file"),
+            ("sqlite://", "names no SQLite file"),
+        ] {
+            let err = Env::from_pairs([("DATABASE_URL", url)]).database_url("data/x.db").unwrap_err();
+            assert!(err.to_string().starts_with(&format!("DATABASE_URL: {reason}")), "{url}: {err}");
+        }
+        for url in ["postgres://u@127.0.0.1/db?sslmode=prefer", "postgres://u@127.0.0.1/db", "sqlite::memory:"] {
+            assert!(Env::from_pairs([("DATABASE_URL", url)]).database_url("data/x.db").is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_secret_with_surrounding_whitespace_is_refused() {
+        let good = "0123456789abcdef0123456789abcdef";
+        assert!(Env::from_pairs([("JWT_SECRET", good)]).token_config().is_ok());
+        for padded in [format!("{good}\n"), format!(" {good}"), format!("{good}\t")] {
+            let err = Env::from_pairs([("JWT_SECRET", padded.as_str())]).token_config().unwrap_err();
+            assert!(err.to_string().contains("whitespace"), "{padded:?}: {err}");
+        }
+        let blank = Env::from_pairs([("JWT_SECRET", "    ")]).token_config().unwrap_err();
+        assert!(blank.to_string().contains("is not set (or blank)"), "{blank}");
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_the_services_own_default() {
+        let env = Env::from_pairs([("TASK_LISTEN_ADDR", "localhost")]);
+        let err = env.socket_addr("TASK_LISTEN_ADDR", "127.0.0.1:50052".parse().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("such as 127.0.0.1:50052"), "{err}");
     }
 }

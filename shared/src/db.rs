@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolOptions;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{SqlSafeStr, Sqlite, SqlitePool};
 
@@ -28,12 +28,31 @@ impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
         let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
         match scheme.as_str() {
-            "postgres" | "postgresql" => PgConnectOptions::from_str(url)
-                .map(Self::Postgres)
-                .map_err(|e| format!("not a valid PostgreSQL URL: {}", redact(&e.to_string()))),
-            "sqlite" => SqliteConnectOptions::from_str(url)
-                .map(Self::Sqlite)
-                .map_err(|e| format!("not a valid SQLite URL: {e}")),
+            "postgres" | "postgresql" => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|e| format!("not a valid PostgreSQL URL: {}", redact(&e.to_string())))?;
+                // This build has no TLS client (it would double the dependency tree); a URL that
+                // insists on TLS could never connect, so it is refused now rather than retried
+                // forever as if the database were down.
+                if matches!(options.get_ssl_mode(), PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull) {
+                    return Err("asks for TLS (sslmode=require, verify-ca or verify-full), which this build does not \
+                                include: connect over loopback or a Unix socket with sslmode=disable or prefer, or \
+                                through a local TLS proxy"
+                        .to_owned());
+                }
+                Ok(Self::Postgres(options))
+            }
+            "sqlite" => {
+                let options =
+                    SqliteConnectOptions::from_str(url).map_err(|e| format!("not a valid SQLite URL: {e}"))?;
+                // `sqlite:` alone would be a private temporary database, lost at every restart.
+                if options.get_filename().as_os_str().is_empty() {
+                    return Err("names no SQLite file: use sqlite://path/to/file.db (or sqlite::memory: for a \
+                                throw-away store)"
+                        .to_owned());
+                }
+                Ok(Self::Sqlite(options))
+            }
             _ => Err("must start with postgres://, postgresql:// or sqlite:".to_owned()),
         }
     }
@@ -105,7 +124,8 @@ impl Pool {
                 let file = options.get_filename();
                 let in_memory = is_in_memory(file);
                 if !in_memory {
-                    create_parent_dir(file)?;
+                    create_parent_dir(file)
+                        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
                 }
                 let options = options
                     .clone()
@@ -176,11 +196,22 @@ fn is_in_memory(file: &Path) -> bool {
     file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:")
 }
 
+/// Creates the database file's directory and the file itself, readable by the service's user
+/// only: it holds emails and password hashes. (SQLite gives the `-wal` and `-shm` files the
+/// database file's permissions.) Existing files and directories keep theirs.
 fn create_parent_dir(file: &Path) -> std::io::Result<()> {
-    match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
-        _ => Ok(()),
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
     }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(file).map(drop)
 }
 
 /// One embedded migration file.
@@ -296,6 +327,21 @@ pub fn status_for(err: &sqlx::Error) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_sqlite_database_is_private_to_the_services_user() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = std::env::temp_dir().join(format!("todo-db-perms-{}", uuid::Uuid::new_v4()));
+        let file = root.join("data").join("x.db");
+        let pool = Pool::connect_lazy(&DatabaseUrl::sqlite_file(&file), &PoolSettings::default()).unwrap();
+        pool.ping().await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("data")), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        pool.close().await;
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn debug_never_prints_the_password() {
