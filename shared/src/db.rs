@@ -35,7 +35,7 @@ impl DatabaseUrl {
                 // insists on TLS could never connect, so it is refused now rather than retried
                 // forever as if the database were down.
                 if matches!(options.get_ssl_mode(), PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull) {
-                    return Err("asks for TLS (sslmode=require, verify-ca or verify-full), which this build does not \
+                    return Err("asks for TLS (sslmode, or PGSSLMODE, is require, verify-ca or verify-full), which this build does not \
                                 include: connect over loopback or a Unix socket with sslmode=disable or prefer, or \
                                 through a local TLS proxy"
                         .to_owned());
@@ -123,8 +123,9 @@ impl Pool {
             DatabaseUrl::Sqlite(options) => {
                 let file = options.get_filename();
                 let in_memory = is_in_memory(file);
-                if !in_memory {
-                    create_parent_dir(file)
+                // A `file:` name is an SQLite URI, opened by SQLite itself: not a path to create.
+                if !in_memory && !file.to_string_lossy().starts_with("file:") {
+                    create_private(file)
                         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
                 }
                 let options = options
@@ -192,14 +193,18 @@ impl Pool {
     }
 }
 
+/// `sqlite::memory:` reaches here as `file:sqlx-in-memory-<n>` (sqlx names each in-memory
+/// database so its connections can share it).
 fn is_in_memory(file: &Path) -> bool {
-    file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:")
+    let name = file.to_string_lossy();
+    name.is_empty() || name.contains(":memory:") || name.starts_with("file:sqlx-in-memory-")
 }
 
-/// Creates the database file's directory and the file itself, readable by the service's user
-/// only: it holds emails and password hashes. (SQLite gives the `-wal` and `-shm` files the
-/// database file's permissions.) Existing files and directories keep theirs.
-fn create_parent_dir(file: &Path) -> std::io::Result<()> {
+/// Creates a new database file's directory and the file itself, readable by the service's
+/// user only: it holds emails and password hashes. (SQLite gives the `-wal` and `-shm` files
+/// the database file's permissions.) An existing file or directory is left exactly as it is,
+/// not even opened.
+fn create_private(file: &Path) -> std::io::Result<()> {
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
@@ -208,10 +213,14 @@ fn create_parent_dir(file: &Path) -> std::io::Result<()> {
         builder.create(dir)?;
     }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(file).map(drop)
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// One embedded migration file.
@@ -341,6 +350,17 @@ mod tests {
         assert_eq!(mode(&file), 0o600);
         pool.close().await;
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_creates_no_file_and_keeps_one_connection() {
+        let DatabaseUrl::Sqlite(options) = DatabaseUrl::parse("sqlite::memory:").unwrap() else { panic!() };
+        let name = options.get_filename().to_owned();
+        assert!(is_in_memory(&name), "{name:?}");
+        let pool = Pool::connect_lazy(&DatabaseUrl::Sqlite(options), &PoolSettings::default()).unwrap();
+        pool.ping().await.unwrap();
+        assert!(!name.exists(), "{name:?} was created on disk");
+        pool.close().await;
     }
 
     #[test]
