@@ -162,9 +162,12 @@ where
         let server_limit = self.limits.timeout;
         let client_deadline = client_timeout(request.headers()).map(|t| t.saturating_sub(CLIENT_DEADLINE_MARGIN));
         let timeout = client_deadline.map_or(server_limit, |client| client.min(server_limit));
+        // The deadline is fixed now, not at the first poll (which may come later, on another
+        // task): tonic's own grpc-timeout timer started just before this call.
+        let deadline = tokio::time::Instant::now() + timeout;
         let call = self.inner.call(request);
         Box::pin(async move {
-            let result = tokio::time::timeout(timeout, call).await;
+            let result = tokio::time::timeout_at(deadline, call).await;
             drop(permit);
             match result {
                 Ok(response) => response.map(client_fault_codes),
@@ -214,24 +217,22 @@ fn client_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 /// tonic answers a request it cannot decode with codes that blame the server: OUT_OF_RANGE for
 /// a message over the size limit (gRPC's status guide says RESOURCE_EXHAUSTED) and INTERNAL for
 /// bytes that are not the message (invalid UTF-8 in a string, broken protobuf, a compressed
-/// message that does not decompress or whose encoding was never announced), which is the
-/// client's INVALID_ARGUMENT. Those errors
+/// message that does not decompress), which is the client's INVALID_ARGUMENT. (A message
+/// flagged compressed with no `grpc-encoding` stays INTERNAL: the gRPC compression spec
+/// says so.) Those errors
 /// come back before any message, in the response headers, where the code is rewritten;
 /// tonic's message (percent-encoded) is kept.
 fn client_fault_codes<B>(mut response: http::Response<B>) -> http::Response<B> {
     const TOO_LARGE: &[u8] = b"Error,%20decoded%20message%20length%20too%20large";
     const UNDECODABLE: &[u8] = b"failed%20to%20decode%20Protobuf%20message";
     const UNDECOMPRESSABLE: &[u8] = b"Error%20decompressing";
-    const UNANNOUNCED_COMPRESSION: &[u8] = b"protocol%20error:%20received%20message%20with%20compressed-flag";
     let headers = response.headers();
     let (Some(status), Some(message)) = (headers.get("grpc-status"), headers.get("grpc-message")) else {
         return response;
     };
     let code = match (status.as_bytes(), message.as_bytes()) {
         (b"11", m) if m.starts_with(TOO_LARGE) => tonic::Code::ResourceExhausted,
-        (b"13", m) if [UNDECODABLE, UNDECOMPRESSABLE, UNANNOUNCED_COMPRESSION].iter().any(|p| m.starts_with(p)) => {
-            tonic::Code::InvalidArgument
-        }
+        (b"13", m) if m.starts_with(UNDECODABLE) || m.starts_with(UNDECOMPRESSABLE) => tonic::Code::InvalidArgument,
         _ => return response,
     };
     response.headers_mut().insert("grpc-status", http::HeaderValue::from(code as i32));

@@ -993,8 +993,7 @@ async fn gzip_requests_are_accepted_and_bombs_and_garbage_refused(backend: Backe
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains(&TASK_LIMIT.to_string()), "the limit is named: {}", err.message());
 
-    // A frame flagged compressed that is not gzip, and gzip the client never announced: the
-    // client's fault, INVALID_ARGUMENT, never a server error.
+    // A frame flagged compressed that is not gzip: the client's fault, INVALID_ARGUMENT.
     let path = format!("/{}/CreateTask", task_service::SERVICE_NAME);
     let token = format!("Bearer {}", owner.token);
     let garbage = b"definitely not gzip".as_slice();
@@ -1003,7 +1002,9 @@ async fn gzip_requests_are_accepted_and_bombs_and_garbage_refused(backend: Backe
     assert_eq!(code, (Code::InvalidArgument as i32).to_string(), "{message}");
     let unannounced = [("authorization", token.as_str())];
     let (code, message) = raw_h2_status(&tasks, &path, &unannounced, 1, garbage).await;
-    assert_eq!(code, (Code::InvalidArgument as i32).to_string(), "{message}");
+    // The gRPC compression spec: a compressed message without grpc-encoding MUST be INTERNAL.
+    assert_eq!(code, (Code::Internal as i32).to_string(), "{message}");
+    assert!(message.contains("no%20grpc-encoding"), "{message}");
     // An encoding the server does not speak: UNIMPLEMENTED, as the gRPC spec asks.
     let zstd = [("authorization", token.as_str()), ("grpc-encoding", "zstd")];
     let (code, message) = raw_h2_status(&tasks, &path, &zstd, 1, garbage).await;
