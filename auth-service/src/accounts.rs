@@ -41,6 +41,11 @@ impl Accounts {
     }
 
     pub async fn sign_up(&self, account: NewAccount) -> Result<User, Error> {
+        for spelling in &account.earlier_spellings {
+            if self.store.find_credentials(spelling).await?.is_some() {
+                return Err(Error::EmailTaken);
+            }
+        }
         let password_hash = self.hasher.hash(account.password).await?;
         let user = self
             .store
@@ -58,7 +63,13 @@ impl Accounts {
     /// Unknown email and wrong password take the same path through the hasher and end in the
     /// same error, so neither the answer nor its timing tells them apart.
     pub async fn login(&self, credentials: Credentials) -> Result<Session, Error> {
-        let stored = self.store.find_credentials(&credentials.email).await?;
+        let mut stored = self.store.find_credentials(&credentials.email).await?;
+        for spelling in &credentials.earlier_spellings {
+            if stored.is_some() {
+                break;
+            }
+            stored = self.store.find_credentials(spelling).await?;
+        }
         let (user, hash) = match stored {
             Some(stored) => (Some(stored.user), Some(stored.password_hash)),
             None => (None, None),

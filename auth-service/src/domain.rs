@@ -18,6 +18,8 @@ const EMAIL_LOCAL_MAX_CHARS: usize = 64;
 /// Password length bounds (OWASP ASVS 2.1.1 and 2.1.2: at least 8, allow at least 64).
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
+/// Longest password accepted at login, as typed: far over any valid one, short of abuse.
+pub const LOGIN_PASSWORD_MAX_CHARS: usize = 1024;
 
 /// A normalised email address: trimmed, NFC, lower-cased, of a plausible shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +64,20 @@ fn normalise_email(raw: &str) -> String {
     lower.nfc().collect()
 }
 
+/// How an account created before emails were stored in NFC may have it stored: as typed then
+/// (trimmed and lower-cased only), which for an accent typed decomposed is `raw`'s own form or
+/// the fully decomposed one. Login falls back to these, and sign-up treats them as taken, so
+/// no earlier account becomes unreachable or gains a look-alike twin.
+pub fn earlier_email_spellings(normalised: &str, raw: &str) -> Vec<String> {
+    let mut spellings = Vec::new();
+    for spelling in [raw.trim().to_lowercase(), normalised.nfd().collect()] {
+        if spelling != normalised && !spellings.contains(&spelling) {
+            spellings.push(spelling);
+        }
+    }
+    spellings
+}
+
 fn has_email_shape(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;
@@ -97,6 +113,8 @@ pub enum PasswordError {
     TooShort,
     #[error("must be at most {PASSWORD_MAX_CHARS} characters")]
     TooLong,
+    #[error("must be at most {LOGIN_PASSWORD_MAX_CHARS} characters")]
+    TooLongForLogin,
     #[error(
         "is one of the 10,000 most common passwords, which attackers try first: choose another (a few unrelated words make a strong one)"
     )]
@@ -139,12 +157,15 @@ impl Password {
 
     /// A password offered at login: only emptiness and the length cap are checked, so a
     /// policy change never locks anyone out.
+    ///
+    /// The cap is on what was typed, and generous: NFKC can lengthen a password (`…` becomes
+    /// `...`), and accounts created before lengths were counted after normalisation may hold
+    /// one that is over 128 characters normalised.
     pub fn parse_login(raw: &str) -> Result<Self, PasswordError> {
-        let password = Self::normalised(raw);
-        match password.0.chars().count() {
+        match raw.chars().count() {
             0 => Err(PasswordError::Empty),
-            n if n > PASSWORD_MAX_CHARS => Err(PasswordError::TooLong),
-            _ => Ok(password),
+            n if n > LOGIN_PASSWORD_MAX_CHARS => Err(PasswordError::TooLongForLogin),
+            _ => Ok(Self::normalised(raw)),
         }
     }
 
@@ -186,6 +207,8 @@ impl From<User> for pb::User {
 pub struct NewAccount {
     pub email: Email,
     pub password: Password,
+    /// See [`earlier_email_spellings`].
+    pub earlier_spellings: Vec<String>,
 }
 
 impl TryFrom<pb::SignUpRequest> for NewAccount {
@@ -201,7 +224,9 @@ impl TryFrom<pb::SignUpRequest> for NewAccount {
             violations.add("password", PasswordError::SameAsEmail.to_string());
             password = None;
         }
-        violations.into_result(|| Some(Self { email: email?, password: password? }))
+        let earlier_spellings =
+            email.as_ref().map(|e| earlier_email_spellings(e.as_str(), &request.email)).unwrap_or_default();
+        violations.into_result(|| Some(Self { email: email?, password: password?, earlier_spellings }))
     }
 }
 
@@ -211,6 +236,8 @@ impl TryFrom<pb::SignUpRequest> for NewAccount {
 pub struct Credentials {
     pub email: String,
     pub password: Password,
+    /// See [`earlier_email_spellings`].
+    pub earlier_spellings: Vec<String>,
 }
 
 impl TryFrom<pb::LoginRequest> for Credentials {
@@ -229,7 +256,8 @@ impl TryFrom<pb::LoginRequest> for Credentials {
             violations.add("email", EmailError::Shape.to_string());
         }
         let password = violations.check("password", Password::parse_login(&request.password));
-        violations.into_result(|| Some(Self { email, password: password? }))
+        let earlier_spellings = earlier_email_spellings(&email, &request.email);
+        violations.into_result(|| Some(Self { email, password: password?, earlier_spellings }))
     }
 }
 
@@ -317,6 +345,9 @@ mod tests {
         let decomposed = "e\u{301}".repeat(128);
         assert!(Password::parse_new(&decomposed).is_ok());
         assert!(Password::parse_login(&decomposed).is_ok());
+        // At login only what was typed is capped: an ellipsis normalises to three dots.
+        assert!(Password::parse_login(&"\u{2026}".repeat(100)).is_ok());
+        assert_eq!(Password::parse_login(&"x".repeat(1025)).unwrap_err(), PasswordError::TooLongForLogin);
         assert_eq!(Password::parse_new(&"e\u{301}".repeat(129)).unwrap_err(), PasswordError::TooLong);
     }
 

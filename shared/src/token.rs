@@ -277,12 +277,14 @@ impl TokenKeys {
 #[error("could not sign token: {0}")]
 pub struct MintError(String);
 
-/// Whether the token's header is JSON with a string `alg` (of any value).
+/// Whether the token's header is JSON whose `alg` is a string naming no algorithm
+/// jsonwebtoken knows (`none`, say).
 fn header_names_an_algorithm(token: &str) -> bool {
     use base64::Engine as _;
-    let Some(header) = token.split('.').next() else { return false };
+    let header = token.split('.').next().unwrap_or_default();
     let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else { return false };
-    serde_json::from_slice::<serde_json::Value>(&json).is_ok_and(|h| h.get("alg").is_some_and(|a| a.is_string()))
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&json) else { return false };
+    header.get("alg").and_then(|a| a.as_str()).is_some_and(|alg| alg.parse::<jsonwebtoken::Algorithm>().is_err())
 }
 
 fn classify(kind: &ErrorKind) -> TokenError {
@@ -370,6 +372,10 @@ mod tests {
             assert_eq!(keys.verify(&format!("{header}.{payload}.")), Err(TokenError::Algorithm), "{alg}");
         }
         let header = b64(b"{\"typ\":\"JWT\"}");
+        assert_eq!(keys.verify(&format!("{header}.{payload}.")), Err(TokenError::Malformed));
+        // A known algorithm with another header field of the wrong type is malformed, not "the
+        // algorithm is not accepted".
+        let header = b64(b"{\"alg\":\"HS256\",\"kid\":5}");
         assert_eq!(keys.verify(&format!("{header}.{payload}.")), Err(TokenError::Malformed));
         assert_eq!(keys.verify(&format!("{}.{payload}.", b64(b"not json"))), Err(TokenError::Malformed));
     }

@@ -10,6 +10,7 @@ on_both_backends!(
     login_token_carries_every_claim_and_expires_in_seven_days,
     duplicate_email_in_another_case_is_already_exists,
     an_email_typed_composed_or_decomposed_is_one_account,
+    an_account_stored_before_nfc_still_logs_in_and_has_no_twin,
     password_length_is_counted_after_normalisation,
     concurrent_duplicate_sign_ups_have_exactly_one_winner,
     each_invalid_email_and_password_class_names_its_field,
@@ -109,6 +110,30 @@ async fn an_email_typed_composed_or_decomposed_is_one_account(backend: Backend) 
     assert_eq!(session.user.unwrap().email, "jos\u{e9}@example.com");
     let err = client.sign_up(sign_up("jos\u{e9}@example.com", "another-password")).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 1);
+}
+
+async fn an_account_stored_before_nfc_still_logs_in_and_has_no_twin(backend: Backend) {
+    let auth = start_auth(backend).await;
+    let mut client = auth_client(&auth).await;
+    let user = client.sign_up(sign_up("jos\u{e9}@example.com", "tulip-anchor-93")).await.unwrap().into_inner();
+    let id = uuid::Uuid::parse_str(&user.user.unwrap().id).unwrap();
+    // As an account created before emails were stored in NFC holds it: decomposed, as typed.
+    let decomposed = "jose\u{301}@example.com";
+    assert_eq!(auth.db.execute("UPDATE users SET email = $2 WHERE id = $1", id, Some(decomposed)).await, 1);
+
+    // Typed either way, it still logs in, and to that account.
+    for typed in [decomposed, "Jos\u{e9}@example.com"] {
+        let session = client.login(login(typed, "tulip-anchor-93")).await.unwrap().into_inner();
+        assert_eq!(session.user.unwrap().id, id.to_string(), "{typed:?}");
+        let err = client.login(login(typed, "wrong-password-1")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{typed:?}");
+    }
+    // And neither spelling can sign up a look-alike twin.
+    for typed in [decomposed, "jos\u{e9}@example.com"] {
+        let err = client.sign_up(sign_up(typed, "another-password")).await.unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "{typed:?}");
+    }
     assert_eq!(auth.db.scalar("SELECT count(*) FROM users", None).await, 1);
 }
 
