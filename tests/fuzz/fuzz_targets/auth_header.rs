@@ -6,8 +6,8 @@
 //!
 //! Properties:
 //! - never panics;
-//! - an accepted header yields a non-empty, trimmed token taken from the first entry after a
-//!   case-insensitive `Bearer ` scheme;
+//! - an accepted header is exactly one entry, and yields a non-empty, trimmed token taken from
+//!   it after a case-insensitive `Bearer ` scheme; two or more entries are `Duplicate`;
 //! - `authenticate` succeeds only for the one valid token, and then names its user; and it does
 //!   succeed whenever the parser extracts exactly that token;
 //! - `authenticate` fails exactly as the parser does when the parser fails.
@@ -44,6 +44,8 @@ fuzz_target!(|data: &[u8]| {
         (Err(AuthError::Missing), None) => {}
         (_, None) => panic!("no authorization entry, but the parser said {parsed:?}"),
         (Err(AuthError::Missing), Some(_)) => panic!("authorization present but reported missing"),
+        (Err(AuthError::Duplicate), Some(_)) => assert!(values.len() > 1, "one entry reported as duplicate"),
+        (_, Some(_)) if values.len() > 1 => panic!("{} entries, but the parser said {parsed:?}", values.len()),
         (Ok(extracted), Some(first)) => {
             let text = first.to_str().expect("an accepted header is visible ASCII");
             assert!(!extracted.is_empty(), "empty token accepted");

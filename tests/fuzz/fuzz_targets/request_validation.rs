@@ -15,7 +15,9 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use auth_service::domain::{Credentials, EMAIL_MAX_CHARS, NewAccount, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
+use auth_service::domain::{
+    Credentials, EMAIL_MAX_CHARS, LOGIN_PASSWORD_MAX_CHARS, NewAccount, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
+};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use task_service::domain::{
@@ -74,8 +76,9 @@ fn chars(s: &str) -> usize {
     s.chars().count()
 }
 
+/// Trimmed, Unicode NFC, lower-cased (and NFC again: lower-casing can decompose).
 fn normalise_email(raw: &str) -> String {
-    raw.trim().to_lowercase()
+    raw.trim().nfc().collect::<String>().to_lowercase().nfc().collect()
 }
 
 /// The same list auth-service bundles ("one of the 10,000 most common passwords").
@@ -85,10 +88,12 @@ static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
 
 /// Why SignUp must refuse this password, given the normalised email (when that is valid).
 fn new_password_bad(raw: &str, email: Option<&str>) -> bool {
-    if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&chars(raw)) {
+    // Counted once normalised (NFKC), as it is stored.
+    let normalised: String = raw.nfkc().collect();
+    if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&chars(&normalised)) {
         return true;
     }
-    let folded = raw.nfkc().collect::<String>().to_lowercase();
+    let folded = normalised.to_lowercase();
     COMMON_PASSWORDS.contains(folded.as_str())
         || email.is_some_and(|email| folded == email || Some(folded.as_str()) == email.split('@').next())
 }
@@ -100,7 +105,7 @@ fn sign_up(request: auth::SignUpRequest) {
     match &result {
         Ok(account) => {
             let accepted = account.email.as_str();
-            assert_eq!(accepted, email, "email is not the trimmed, lower-cased input");
+            assert_eq!(accepted, email, "email is not the trimmed, NFC, lower-cased input");
             assert!((1..=EMAIL_MAX_CHARS).contains(&chars(accepted)), "email length {}", chars(accepted));
             let (local, domain) = accepted.split_once('@').expect("an accepted email has an @");
             assert!(!local.is_empty() && domain.contains('.') && !domain.contains('@'), "shape of {accepted:?}");
@@ -148,8 +153,9 @@ fn login(request: auth::LoginRequest) {
     let email = normalise_email(&request.email);
     // No account can have an email with a control character (SignUp refuses them).
     let email_bad = email.is_empty() || chars(&email) > EMAIL_MAX_CHARS || email.chars().any(char::is_control);
-    // Only emptiness and the cap: a policy change must never lock anyone out.
-    let password_bad = !(1..=PASSWORD_MAX_CHARS).contains(&chars(&request.password));
+    // Only emptiness and a generous cap on what was typed: a policy change must never lock
+    // anyone out.
+    let password_bad = !(1..=LOGIN_PASSWORD_MAX_CHARS).contains(&chars(&request.password));
     assert_fields(result.as_ref().map(drop), &[("email", email_bad), ("password", password_bad)], &request);
     if let Ok(credentials) = result {
         assert_eq!(credentials.email, email);
@@ -158,10 +164,12 @@ fn login(request: auth::LoginRequest) {
     }
 }
 
-/// 1 to 200 characters after trimming, one line, no control characters.
+/// 1 to 200 characters after trimming, one line (no control characters, no Unicode line or
+/// paragraph separator).
 fn title_bad(raw: &str) -> bool {
     let title = raw.trim();
-    !(1..=TITLE_MAX_CHARS).contains(&chars(title)) || title.chars().any(char::is_control)
+    !(1..=TITLE_MAX_CHARS).contains(&chars(title))
+        || title.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
 }
 
 /// At most 10,000 characters; tabs and line breaks are the only control characters allowed.
@@ -254,12 +262,12 @@ fn list_tasks(request: task::ListTasksRequest) {
 
 fn etag(raw: &str) {
     match Etag::expected_version(raw) {
-        None => assert!(raw.trim().is_empty(), "etag {raw:?} ignored"),
+        None => assert!(raw.is_empty(), "etag {raw:?} ignored"),
         Some(version) if version >= 1 => {
-            // A version the service can have issued: the etag must spell it (quoted or not).
-            let inner = raw.trim();
-            let inner = inner.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(inner);
-            assert_eq!(inner.parse::<i64>().ok(), Some(version), "etag {raw:?} read as version {version}");
+            // A version the service can have issued: the etag must be exactly its spelling,
+            // quoted as issued or bare.
+            let spellings = [format!("\"{version}\""), version.to_string()];
+            assert!(spellings.iter().any(|s| s == raw), "etag {raw:?} read as version {version}");
         }
         Some(_) => {}
     }
