@@ -195,7 +195,7 @@ where
 const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_millis(1);
 
 /// The client's deadline from `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n).
-/// A malformed value is ignored here (tonic refuses the call before it gets this far).
+/// A malformed value is ignored, as tonic's own timer ignores it.
 fn client_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
@@ -219,9 +219,8 @@ fn client_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 /// bytes that are not the message (invalid UTF-8 in a string, broken protobuf, a compressed
 /// message that does not decompress), which is the client's INVALID_ARGUMENT. (A message
 /// flagged compressed with no `grpc-encoding` stays INTERNAL: the gRPC compression spec
-/// says so.) Those errors
-/// come back before any message, in the response headers, where the code is rewritten;
-/// tonic's message (percent-encoded) is kept.
+/// says so.) Those errors come back before any message, in the response headers, where the
+/// code is rewritten; tonic's message (percent-encoded) is kept.
 fn client_fault_codes<B>(mut response: http::Response<B>) -> http::Response<B> {
     const TOO_LARGE: &[u8] = b"Error,%20decoded%20message%20length%20too%20large";
     const UNDECODABLE: &[u8] = b"failed%20to%20decode%20Protobuf%20message";

@@ -69,6 +69,15 @@ async fn started(config: task_service::Config, db: TestDb, token: &str) -> Runni
     tasks
 }
 
+/// A task-service with default limits, its one task created, and then the `tasks` table locked.
+async fn started_and_stuck() -> (Running, String, TableLock) {
+    let db = TestDb::new(Backend::Postgres).await;
+    let token = token();
+    let tasks = started(task_config(&db), db, &token).await;
+    let lock = lock_tasks(&tasks.db).await;
+    (tasks, token, lock)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_refused_at_once_health_still_answers_and_a_stuck_call_hits_the_deadline() {
     if !available(Backend::Postgres) {
@@ -119,10 +128,7 @@ async fn a_clients_grpc_timeout_ends_a_stuck_call_with_deadline_exceeded() {
     if !available(Backend::Postgres) {
         return;
     }
-    let db = TestDb::new(Backend::Postgres).await;
-    let token = token();
-    let tasks = started(task_config(&db), db, &token).await;
-    let lock = lock_tasks(&tasks.db).await;
+    let (tasks, token, lock) = started_and_stuck().await;
 
     // `grpc-timeout` over raw HTTP/2: a tonic client runs its own timer and would report its
     // own error first; this asks what the server answers, as curl, proxies and clients without
@@ -197,10 +203,7 @@ async fn shutdown_lets_calls_in_flight_finish_refuses_new_ones_and_is_bounded_wh
         return;
     }
     // A call in flight when shutdown begins completes normally.
-    let db = TestDb::new(Backend::Postgres).await;
-    let token = token();
-    let tasks = started(task_config(&db), db, &token).await;
-    let lock = lock_tasks(&tasks.db).await;
+    let (tasks, token, lock) = started_and_stuck().await;
     let mut client = task_client(&tasks).await;
     let in_flight = {
         let mut client = client.clone();
