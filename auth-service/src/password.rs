@@ -20,13 +20,21 @@
 //! then treats the threads as CPU-bound and lets a waking request thread in at once) to ~1x.
 //! Hashes still get every cycle nothing else wants, so Login throughput on an otherwise idle
 //! machine is unchanged.
+//!
+//! Priority alone did not protect this process's own other RPCs: with every core hashing, a
+//! GetCurrentUser's p99 went from ~0.4 ms to 1-3 ms (the kernel lets a running thread finish
+//! its slice before a woken tokio worker gets the CPU, whatever the nice value). So while other
+//! RPCs are arriving (one in the last [`HashLimits::foreground_window`]), hashes leave
+//! [`HashLimits::spare_cores`] cores to them and the rest of the slots wait. A flood of logins
+//! alone still hashes on every core.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::Password;
 use crate::error::Error;
@@ -49,6 +57,11 @@ pub struct HashLimits {
     pub priority: HashingPriority,
     /// How long a hashing thread keeps its memory after its last hash.
     pub release_memory_after: Duration,
+    /// Cores left free of hashing while other RPCs are arriving (default 1, or 0 with a single
+    /// slot); always fewer than `max_in_flight`.
+    pub spare_cores: usize,
+    /// How long after another RPC arrived the spare cores stay reserved.
+    pub foreground_window: Duration,
 }
 
 /// CPU priority of the hashing threads (`AUTH_HASHING_PRIORITY`).
@@ -81,6 +94,11 @@ fn default_max_in_flight(cores: usize) -> usize {
     cores.clamp(1, MAX_CONCURRENT_HASHES)
 }
 
+/// One core for other RPCs, unless that would leave no slot for hashing.
+pub fn default_spare_cores(max_in_flight: usize) -> usize {
+    max_in_flight.saturating_sub(1).min(1)
+}
+
 impl Default for HashLimits {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -92,6 +110,10 @@ impl Default for HashLimits {
             max_wait: Duration::from_secs(5),
             priority: HashingPriority::Low,
             release_memory_after: Duration::from_secs(60),
+            spare_cores: default_spare_cores(max_in_flight),
+            // Longer than a hash (15-40 ms), so a steady stream of requests keeps its core
+            // between one request and the next; short enough that a lull hands it back fast.
+            foreground_window: Duration::from_millis(100),
         }
     }
 }
@@ -114,7 +136,81 @@ const OUTPUT_LEN: usize = 32;
 /// Work for a hashing thread, and the slot it holds until the thread is free again.
 struct Job {
     work: Box<dyn FnOnce(&mut Memory) + Send>,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
+}
+
+/// A slot whose hash has been let start; dropping it ends the hash's claim on a core.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    gate: Arc<Gate>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gate.hashing.fetch_sub(1, Ordering::AcqRel);
+        self.gate.hash_ended.notify_waiters();
+    }
+}
+
+/// Decides when a hash holding a slot may start: at once while only logins are arriving; while
+/// other RPCs are too, only if that leaves `spare` cores free of hashing.
+struct Gate {
+    slots: usize,
+    spare: usize,
+    window: Duration,
+    /// Hashes started and not yet ended.
+    hashing: AtomicUsize,
+    hash_ended: Notify,
+    epoch: Instant,
+    /// When another RPC last arrived, in µs since `epoch` (0: never).
+    foreground_at: AtomicU64,
+}
+
+impl Gate {
+    fn note_foreground(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+        self.foreground_at.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// How much longer the spare cores stay reserved, if they are.
+    fn reserved_for(&self) -> Option<Duration> {
+        let at = self.foreground_at.load(Ordering::Relaxed);
+        if self.spare == 0 || at == 0 {
+            return None;
+        }
+        let until = Duration::from_micros(at) + self.window;
+        until.checked_sub(self.epoch.elapsed()).filter(|left| !left.is_zero())
+    }
+
+    /// Counts a hash as started if it may start now; otherwise how long the reservation lasts.
+    fn try_start(&self) -> Result<(), Option<Duration>> {
+        let reserved = self.reserved_for();
+        let limit = if reserved.is_some() { self.slots - self.spare } else { self.slots };
+        self.hashing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .map(drop)
+            .map_err(|_| reserved)
+    }
+
+    /// Waits until a hash may start, and counts it as started.
+    async fn start(&self) {
+        loop {
+            // Registered before the check, so a hash ending in between is not missed.
+            let ended = self.hash_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            match self.try_start() {
+                Ok(()) => return,
+                Err(Some(reserved)) => {
+                    tokio::select! {
+                        () = ended => {}
+                        () = tokio::time::sleep(reserved) => {}
+                    }
+                }
+                Err(None) => ended.await,
+            }
+        }
+    }
 }
 
 /// A thread's argon2 working memory, allocated on first use and kept while busy.
@@ -147,6 +243,7 @@ pub struct PasswordHasher {
     idle: Arc<Mutex<Vec<mpsc::Sender<Job>>>>,
     running: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
+    gate: Arc<Gate>,
     max_wait: Duration,
     /// Checked against when the email is unknown, so that case costs the same time as a
     /// wrong password (no account enumeration by timing).
@@ -159,6 +256,15 @@ impl PasswordHasher {
             Params::new(M_COST_KIB, T_COST, P_COST, Some(OUTPUT_LEN)).map_err(|e| Error::Hashing(e.to_string()))?;
         let dummy_hash = hash_with(&params, b"dummy password for unknown emails", &mut Memory(Vec::new()))?;
         let max_in_flight = limits.max_in_flight.max(1);
+        let gate = Arc::new(Gate {
+            slots: max_in_flight,
+            spare: limits.spare_cores.min(max_in_flight - 1),
+            window: limits.foreground_window,
+            hashing: AtomicUsize::new(0),
+            hash_ended: Notify::new(),
+            epoch: Instant::now(),
+            foreground_at: AtomicU64::new(0),
+        });
         let idle = Arc::new(Mutex::new(Vec::with_capacity(max_in_flight)));
         let (priority, release_memory_after) = (limits.priority, limits.release_memory_after);
         for i in 0..max_in_flight {
@@ -192,9 +298,16 @@ impl PasswordHasher {
             idle,
             running: Arc::new(Semaphore::new(max_in_flight)),
             admitted: Arc::new(Semaphore::new(max_in_flight + limits.max_queued)),
+            gate,
             max_wait: limits.max_wait,
             dummy_hash,
         })
+    }
+
+    /// Tells the hasher that an RPC other than a sign-up or login arrived, so that for a while
+    /// hashes leave it a core (see the module docs).
+    pub fn foreground_request(&self) {
+        self.gate.note_foreground();
     }
 
     /// The PHC string of a fresh argon2id hash of `password`.
@@ -229,10 +342,13 @@ impl PasswordHasher {
     async fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Memory) -> T + Send + 'static) -> Result<T, Error> {
         let overloaded = || Error::Overloaded { retry_after: Duration::from_secs(1) };
         let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| overloaded())?;
-        let running = tokio::time::timeout(self.max_wait, self.running.clone().acquire_owned())
-            .await
-            .map_err(|_| overloaded())?
-            .map_err(|_| overloaded())?;
+        let slot = tokio::time::timeout(self.max_wait, async {
+            let permit = self.running.clone().acquire_owned().await.map_err(|_| overloaded())?;
+            self.gate.start().await;
+            Ok::<_, Error>(Slot { _permit: permit, gate: self.gate.clone() })
+        })
+        .await
+        .map_err(|_| overloaded())??;
         let span = tracing::Span::current();
         let (done, result) = tokio::sync::oneshot::channel();
         // The slot moves into the job: if the caller goes away mid-hash, the slot stays taken
@@ -241,7 +357,7 @@ impl PasswordHasher {
             work: Box::new(move |memory| {
                 let _ = done.send(span.in_scope(|| work(memory)));
             }),
-            slot: running,
+            slot,
         };
         let thread = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let stopped = || Error::Hashing("hashing threads stopped".to_owned());
@@ -402,5 +518,91 @@ mod tests {
 
     fn hasher_with(limits: &HashLimits) -> PasswordHasher {
         PasswordHasher::new(limits).unwrap()
+    }
+
+    fn two_slots_one_spare(foreground_window: Duration) -> Arc<PasswordHasher> {
+        let limits = HashLimits {
+            max_in_flight: 2,
+            spare_cores: 1,
+            foreground_window,
+            priority: HashingPriority::Normal,
+            ..HashLimits::default()
+        };
+        Arc::new(hasher_with(&limits))
+    }
+
+    /// Runs `work` on a hashing thread as a hash would, reporting when it starts.
+    fn start_job<T: Send + 'static>(
+        hasher: &Arc<PasswordHasher>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> (tokio::task::JoinHandle<Result<T, Error>>, mpsc::Receiver<()>) {
+        let (started_tx, started) = mpsc::channel();
+        let hasher = hasher.clone();
+        let job = tokio::spawn(async move {
+            hasher
+                .run(move |_| {
+                    let _ = started_tx.send(());
+                    work()
+                })
+                .await
+        });
+        (job, started)
+    }
+
+    async fn wait_for(started: &mpsc::Receiver<()>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while started.try_recv().is_err() {
+            assert!(Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn while_other_rpcs_arrive_hashes_leave_a_core_to_them() {
+        let hasher = two_slots_one_spare(Duration::from_secs(3600));
+        hasher.foreground_request();
+        let (release, released) = mpsc::channel::<()>();
+        let (first, first_started) = start_job(&hasher, move || released.recv().is_ok());
+        wait_for(&first_started).await;
+        let (second, second_started) = start_job(&hasher, || ());
+        // A slot is free, but taking it would leave no core for other RPCs.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(second_started.try_recv().is_err(), "a second hash took the spare core");
+        assert!(!second.is_finished());
+        release.send(()).unwrap();
+        assert!(first.await.unwrap().unwrap());
+        second.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn logins_alone_hash_on_every_slot() {
+        let hasher = two_slots_one_spare(Duration::from_secs(3600));
+        let (second_running, wait_for_second) = mpsc::channel::<()>();
+        // The first hash only ends once the second has started: both run at once.
+        let (first, _) = start_job(&hasher, move || wait_for_second.recv_timeout(Duration::from_secs(10)).is_ok());
+        let (second, _) = start_job(&hasher, move || second_running.send(()).is_ok());
+        assert!(first.await.unwrap().unwrap(), "the second hash waited for the first");
+        assert!(second.await.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_spare_core_returns_to_hashing_after_a_lull() {
+        let window = Duration::from_millis(100);
+        let hasher = two_slots_one_spare(window);
+        let since = Instant::now();
+        hasher.foreground_request();
+        let (second_running, wait_for_second) = mpsc::channel::<()>();
+        let (first, _) = start_job(&hasher, move || wait_for_second.recv_timeout(Duration::from_secs(10)).is_ok());
+        let (second, _) = start_job(&hasher, move || second_running.send(()).is_ok());
+        assert!(first.await.unwrap().unwrap(), "the second hash never started while the first ran");
+        assert!(second.await.unwrap().unwrap());
+        assert!(since.elapsed() >= window);
+    }
+
+    #[test]
+    fn one_core_is_spared_unless_there_is_only_one_slot() {
+        assert_eq!(default_spare_cores(1), 0);
+        assert_eq!(default_spare_cores(2), 1);
+        assert_eq!(default_spare_cores(64), 1);
     }
 }
