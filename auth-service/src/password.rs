@@ -535,8 +535,8 @@ mod tests {
     fn start_job<T: Send + 'static>(
         hasher: &Arc<PasswordHasher>,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> (tokio::task::JoinHandle<Result<T, Error>>, mpsc::Receiver<()>) {
-        let (started_tx, started) = mpsc::channel();
+    ) -> (tokio::task::JoinHandle<Result<T, Error>>, tokio::sync::oneshot::Receiver<()>) {
+        let (started_tx, started) = tokio::sync::oneshot::channel();
         let hasher = hasher.clone();
         let job = tokio::spawn(async move {
             hasher
@@ -549,24 +549,20 @@ mod tests {
         (job, started)
     }
 
-    async fn wait_for(started: &mpsc::Receiver<()>) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while started.try_recv().is_err() {
-            assert!(Instant::now() < deadline, "the job never started");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
     #[tokio::test]
     async fn while_other_rpcs_arrive_hashes_leave_a_core_to_them() {
         let hasher = two_slots_one_spare(Duration::from_secs(3600));
         hasher.foreground_request();
         let (release, released) = mpsc::channel::<()>();
         let (first, first_started) = start_job(&hasher, move || released.recv().is_ok());
-        wait_for(&first_started).await;
-        let (second, second_started) = start_job(&hasher, || ());
-        // A slot is free, but taking it would leave no core for other RPCs.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::timeout(Duration::from_secs(10), first_started).await.unwrap().unwrap();
+        let (second, mut second_started) = start_job(&hasher, || ());
+        // The second hash holds the free slot, but taking its core would leave none for other RPCs.
+        while hasher.running.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // Both tasks run on this one thread, so the second is now parked in the gate or started.
+        assert_eq!(hasher.gate.hashing.load(Ordering::Acquire), 1, "a second hash took the spare core");
         assert!(second_started.try_recv().is_err(), "a second hash took the spare core");
         assert!(!second.is_finished());
         release.send(()).unwrap();
