@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod cpu_demand;
 pub mod domain;
 pub mod error;
 pub mod password;

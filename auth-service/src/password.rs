@@ -25,8 +25,11 @@
 //! GetCurrentUser's p99 went from ~0.4 ms to 1-3 ms (the kernel lets a running thread finish
 //! its slice before a woken tokio worker gets the CPU, whatever the nice value). So while other
 //! RPCs are arriving (one in the last [`HashLimits::foreground_window`]), hashes leave
-//! [`HashLimits::spare_cores`] cores to them and the rest of the slots wait. A flood of logins
-//! alone still hashes on every core.
+//! [`HashLimits::spare_cores`] cores to them and the rest of the slots wait. Nor did it protect
+//! other processes on hosts whose kernel behaves the same way: there GetTask's p99 on
+//! task-service went 3.8x during a login flood. So hashes also leave those cores while other
+//! work on the machine uses CPU ([`crate::cpu_demand`]). A flood of logins alone still hashes
+//! on every core.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -36,6 +39,7 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::cpu_demand::CpuDemand;
 use crate::domain::Password;
 use crate::error::Error;
 
@@ -57,8 +61,8 @@ pub struct HashLimits {
     pub priority: HashingPriority,
     /// How long a hashing thread keeps its memory after its last hash.
     pub release_memory_after: Duration,
-    /// Cores left free of hashing while other RPCs are arriving (default 1, or 0 with a single
-    /// slot); always fewer than `max_in_flight`.
+    /// Cores left free of hashing while other RPCs are arriving or other work on the machine
+    /// uses CPU (default 1, or 0 with a single slot); always fewer than `max_in_flight`.
     pub spare_cores: usize,
     /// How long after another RPC arrived the spare cores stay reserved.
     pub foreground_window: Duration,
@@ -153,7 +157,8 @@ impl Drop for Slot {
 }
 
 /// Decides when a hash holding a slot may start: at once while only logins are arriving; while
-/// other RPCs are too, only if that leaves `spare` cores free of hashing.
+/// other RPCs are too, or other work on the machine wants CPU, only if that leaves `spare`
+/// cores free of hashing.
 struct Gate {
     slots: usize,
     spare: usize,
@@ -164,6 +169,9 @@ struct Gate {
     epoch: Instant,
     /// When another RPC last arrived, in µs since `epoch` (0: never).
     foreground_at: AtomicU64,
+    /// The machine-wide signal; `None` where it is unavailable or meaningless (hashing at
+    /// normal priority books its own time where other work's goes).
+    other_work: Option<CpuDemand>,
 }
 
 impl Gate {
@@ -174,22 +182,28 @@ impl Gate {
 
     /// How much longer the spare cores stay reserved, if they are.
     fn reserved_for(&self) -> Option<Duration> {
-        let at = self.foreground_at.load(Ordering::Relaxed);
-        if self.spare == 0 || at == 0 {
+        if self.spare == 0 {
             return None;
         }
-        let until = Duration::from_micros(at) + self.window;
-        until.checked_sub(self.epoch.elapsed()).filter(|left| !left.is_zero())
+        let elapsed = self.epoch.elapsed();
+        let at = self.foreground_at.load(Ordering::Relaxed);
+        let ours = (at != 0)
+            .then(|| (Duration::from_micros(at) + self.window).saturating_sub(elapsed))
+            .filter(|left| !left.is_zero());
+        ours.or_else(|| self.other_work.as_ref()?.busy_for(self.epoch + elapsed))
     }
 
     /// Counts a hash as started if it may start now; otherwise how long the reservation lasts.
     fn try_start(&self) -> Result<(), Option<Duration>> {
+        let claim = |limit: usize| {
+            self.hashing.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).is_ok()
+        };
+        // The reservation is only looked up for a hash that would take a spared core.
+        if claim(self.slots - self.spare) {
+            return Ok(());
+        }
         let reserved = self.reserved_for();
-        let limit = if reserved.is_some() { self.slots - self.spare } else { self.slots };
-        self.hashing
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
-            .map(drop)
-            .map_err(|_| reserved)
+        if reserved.is_none() && claim(self.slots) { Ok(()) } else { Err(reserved) }
     }
 
     /// Waits until a hash may start, and counts it as started.
@@ -252,6 +266,11 @@ pub struct PasswordHasher {
 
 impl PasswordHasher {
     pub fn new(limits: &HashLimits) -> Result<Self, Error> {
+        let watch_machine = limits.priority == HashingPriority::Low && limits.spare_cores > 0;
+        Self::with_other_work(limits, if watch_machine { CpuDemand::from_proc() } else { None })
+    }
+
+    fn with_other_work(limits: &HashLimits, other_work: Option<CpuDemand>) -> Result<Self, Error> {
         let params =
             Params::new(M_COST_KIB, T_COST, P_COST, Some(OUTPUT_LEN)).map_err(|e| Error::Hashing(e.to_string()))?;
         let dummy_hash = hash_with(&params, b"dummy password for unknown emails", &mut Memory(Vec::new()))?;
@@ -264,6 +283,7 @@ impl PasswordHasher {
             hash_ended: Notify::new(),
             epoch: Instant::now(),
             foreground_at: AtomicU64::new(0),
+            other_work,
         });
         let idle = Arc::new(Mutex::new(Vec::with_capacity(max_in_flight)));
         let (priority, release_memory_after) = (limits.priority, limits.release_memory_after);
@@ -549,14 +569,59 @@ mod tests {
         (job, started)
     }
 
+    /// Like [`two_slots_one_spare`], watching a machine whose busy-tick counter `ticks` returns.
+    fn two_slots_one_spare_watching(ticks: impl Fn() -> u64 + Send + Sync + 'static) -> Arc<PasswordHasher> {
+        let limits = HashLimits {
+            max_in_flight: 2,
+            spare_cores: 1,
+            foreground_window: Duration::from_secs(3600),
+            priority: HashingPriority::Normal,
+            ..HashLimits::default()
+        };
+        let demand = CpuDemand::with_reader(Box::new(move || Some(ticks())));
+        // A first reading one sample ago, so the gate's first look compares against it.
+        demand.busy_for(Instant::now().checked_sub(crate::cpu_demand::PERIOD).unwrap());
+        Arc::new(PasswordHasher::with_other_work(&limits, Some(demand)).unwrap())
+    }
+
     #[tokio::test]
     async fn while_other_rpcs_arrive_hashes_leave_a_core_to_them() {
         let hasher = two_slots_one_spare(Duration::from_secs(3600));
         hasher.foreground_request();
+        a_second_hash_waits_for_the_first(&hasher).await;
+    }
+
+    #[tokio::test]
+    async fn while_other_work_uses_the_machine_hashes_leave_it_a_core() {
+        // Every reading finds a core's worth of other work since the last.
+        let ticks = AtomicU64::new(0);
+        let hasher = two_slots_one_spare_watching(move || ticks.fetch_add(100, Ordering::Relaxed));
+        a_second_hash_waits_for_the_first(&hasher).await;
+    }
+
+    #[tokio::test]
+    async fn a_quiet_machine_leaves_every_slot_to_logins() {
+        let hasher = two_slots_one_spare_watching(|| 1000);
+        both_hashes_run_at_once(&hasher).await;
+    }
+
+    #[test]
+    fn the_machine_is_watched_only_when_hashing_is_niced_and_a_core_can_be_spared() {
+        let limits =
+            |priority, spare_cores| HashLimits { max_in_flight: 2, priority, spare_cores, ..HashLimits::default() };
+        let watched = |limits: &HashLimits| PasswordHasher::new(limits).unwrap().gate.other_work.is_some();
+        assert_eq!(watched(&limits(HashingPriority::Low, 1)), cfg!(target_os = "linux"));
+        assert!(!watched(&limits(HashingPriority::Low, 0)));
+        // At normal priority the hashes' own time lands where other work's does.
+        assert!(!watched(&limits(HashingPriority::Normal, 1)));
+    }
+
+    /// Starts a hash that runs until released, then a second: it must not start meanwhile.
+    async fn a_second_hash_waits_for_the_first(hasher: &Arc<PasswordHasher>) {
         let (release, released) = mpsc::channel::<()>();
-        let (first, first_started) = start_job(&hasher, move || released.recv().is_ok());
+        let (first, first_started) = start_job(hasher, move || released.recv().is_ok());
         tokio::time::timeout(Duration::from_secs(10), first_started).await.unwrap().unwrap();
-        let (second, mut second_started) = start_job(&hasher, || ());
+        let (second, mut second_started) = start_job(hasher, || ());
         // The second hash holds the free slot, but taking its core would leave none for other RPCs.
         while hasher.running.available_permits() > 0 {
             tokio::task::yield_now().await;
@@ -572,11 +637,14 @@ mod tests {
 
     #[tokio::test]
     async fn logins_alone_hash_on_every_slot() {
-        let hasher = two_slots_one_spare(Duration::from_secs(3600));
+        both_hashes_run_at_once(&two_slots_one_spare(Duration::from_secs(3600))).await;
+    }
+
+    async fn both_hashes_run_at_once(hasher: &Arc<PasswordHasher>) {
         let (second_running, wait_for_second) = mpsc::channel::<()>();
         // The first hash only ends once the second has started: both run at once.
-        let (first, _) = start_job(&hasher, move || wait_for_second.recv_timeout(Duration::from_secs(10)).is_ok());
-        let (second, _) = start_job(&hasher, move || second_running.send(()).is_ok());
+        let (first, _) = start_job(hasher, move || wait_for_second.recv_timeout(Duration::from_secs(10)).is_ok());
+        let (second, _) = start_job(hasher, move || second_running.send(()).is_ok());
         assert!(first.await.unwrap().unwrap(), "the second hash waited for the first");
         assert!(second.await.unwrap().unwrap());
     }
