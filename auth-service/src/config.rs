@@ -46,7 +46,8 @@ pub struct Config {
     pub cors: AllowedOrigins,
     /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores (at most 64);
     /// `AUTH_HASHING_PRIORITY`, default low; `AUTH_HASHING_SPARE_CORES`, default 1 (0 with
-    /// a single hashing slot).
+    /// a single hashing slot), kept free while other RPCs arrive or other work on the machine
+    /// wants CPU.
     pub hashing: HashLimits,
     /// `AUTH_THROTTLE_PER_ADDRESS`, `AUTH_THROTTLE_PER_EMAIL`, `AUTH_TRUSTED_PROXIES`.
     pub throttle: ThrottleConfig,
