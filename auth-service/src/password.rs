@@ -540,15 +540,18 @@ mod tests {
         PasswordHasher::new(limits).unwrap()
     }
 
-    fn two_slots_one_spare(foreground_window: Duration) -> Arc<PasswordHasher> {
-        let limits = HashLimits {
+    fn two_slots_one_spare_limits(foreground_window: Duration) -> HashLimits {
+        HashLimits {
             max_in_flight: 2,
             spare_cores: 1,
             foreground_window,
             priority: HashingPriority::Normal,
             ..HashLimits::default()
-        };
-        Arc::new(hasher_with(&limits))
+        }
+    }
+
+    fn two_slots_one_spare(foreground_window: Duration) -> Arc<PasswordHasher> {
+        Arc::new(hasher_with(&two_slots_one_spare_limits(foreground_window)))
     }
 
     /// Runs `work` on a hashing thread as a hash would, reporting when it starts.
@@ -571,16 +574,10 @@ mod tests {
 
     /// Like [`two_slots_one_spare`], watching a machine whose busy-tick counter `ticks` returns.
     fn two_slots_one_spare_watching(ticks: impl Fn() -> u64 + Send + Sync + 'static) -> Arc<PasswordHasher> {
-        let limits = HashLimits {
-            max_in_flight: 2,
-            spare_cores: 1,
-            foreground_window: Duration::from_secs(3600),
-            priority: HashingPriority::Normal,
-            ..HashLimits::default()
-        };
         let demand = CpuDemand::with_reader(Box::new(move || Some(ticks())));
         // A first reading one sample ago, so the gate's first look compares against it.
         demand.busy_for(Instant::now().checked_sub(crate::cpu_demand::PERIOD).unwrap());
+        let limits = two_slots_one_spare_limits(Duration::from_secs(3600));
         Arc::new(PasswordHasher::with_other_work(&limits, Some(demand)).unwrap())
     }
 
