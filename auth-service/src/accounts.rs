@@ -103,7 +103,6 @@ impl Accounts {
 
     /// The user a verified token was issued to, if the account still exists.
     pub async fn current_user(&self, caller: &AuthenticatedUser) -> Result<User, Error> {
-        self.hasher.foreground_request();
         self.store.find_user(caller.id).await?.ok_or(Error::UserGone)
     }
 }

@@ -45,9 +45,7 @@ pub struct Config {
     /// `CORS_ALLOWED_ORIGINS`, default none.
     pub cors: AllowedOrigins,
     /// `AUTH_MAX_CONCURRENT_HASHES`, default the number of cores (at most 64);
-    /// `AUTH_HASHING_PRIORITY`, default low; `AUTH_HASHING_SPARE_CORES`, default 1 (0 with
-    /// a single hashing slot), kept free while other RPCs arrive or other work on the machine
-    /// wants CPU.
+    /// `AUTH_HASHING_PRIORITY`, default low.
     pub hashing: HashLimits,
     /// `AUTH_THROTTLE_PER_ADDRESS`, `AUTH_THROTTLE_PER_EMAIL`, `AUTH_TRUSTED_PROXIES`.
     pub throttle: ThrottleConfig,
@@ -72,16 +70,6 @@ impl Config {
         }
         hashing.max_queued = hashing.max_in_flight * 32;
         hashing.priority = env.parse_or("AUTH_HASHING_PRIORITY", hashing.priority, "`low` or `normal`")?;
-        let spare = crate::password::default_spare_cores(hashing.max_in_flight);
-        let expected = match hashing.max_in_flight {
-            1 => "0 (AUTH_MAX_CONCURRENT_HASHES is 1, so no core can be spared)".to_owned(),
-            slots => format!("a whole number from 0 to {} (fewer than AUTH_MAX_CONCURRENT_HASHES, {slots})", slots - 1),
-        };
-        hashing.spare_cores = env.parse_or("AUTH_HASHING_SPARE_CORES", spare, &expected)?;
-        if hashing.spare_cores >= hashing.max_in_flight {
-            let got = hashing.spare_cores;
-            return Err(ConfigError::new("AUTH_HASHING_SPARE_CORES", format!("expected {expected}, got {got}")));
-        }
         Ok(Self {
             listen_addr: env.socket_addr("AUTH_LISTEN_ADDR", Self::DEFAULT_LISTEN_ADDR)?,
             database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,

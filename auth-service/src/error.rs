@@ -1,6 +1,5 @@
 //! The one error type of auth-service and its one mapping to `tonic::Status`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use todo_shared::auth::AuthError;
@@ -30,19 +29,12 @@ pub enum Error {
     /// The password-hashing queue is full.
     #[error("too many password checks in progress; retry shortly")]
     Overloaded { retry_after: Duration },
-    /// Shared: one failed query can answer several coalesced lookups.
     #[error("database error")]
-    Database(#[source] Arc<sqlx::Error>),
+    Database(#[from] sqlx::Error),
     #[error("password hashing failed: {0}")]
     Hashing(String),
     #[error("token minting failed: {0}")]
     Minting(#[from] todo_shared::token::MintError),
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(err: sqlx::Error) -> Self {
-        Self::Database(Arc::new(err))
-    }
 }
 
 fn throttled_message(throttled: &Throttled) -> String {

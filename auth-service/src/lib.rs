@@ -4,7 +4,6 @@
 
 pub mod accounts;
 pub mod config;
-pub mod cpu_demand;
 pub mod domain;
 pub mod error;
 pub mod password;
@@ -18,7 +17,8 @@ use std::sync::Arc;
 
 use todo_shared::db::Pool;
 use todo_shared::pb::auth::v1::auth_service_server::AuthServiceServer;
-use todo_shared::server::{GrpcHost, Readiness, ReadyGate};
+use todo_shared::readiness::{Readiness, ReadyGate};
+use todo_shared::server::GrpcHost;
 use todo_shared::token::TokenKeys;
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;

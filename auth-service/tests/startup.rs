@@ -57,16 +57,6 @@ fn bad_configuration_is_one_line_and_exit_status_2() {
             vec![("JWT_SECRET", SECRET), ("AUTH_HASHING_PRIORITY", "high")],
             "AUTH_HASHING_PRIORITY",
         ),
-        (
-            "no hashing slot left beside the spare cores",
-            vec![("JWT_SECRET", SECRET), ("AUTH_MAX_CONCURRENT_HASHES", "2"), ("AUTH_HASHING_SPARE_CORES", "2")],
-            "AUTH_HASHING_SPARE_CORES",
-        ),
-        (
-            "spare cores not a number",
-            vec![("JWT_SECRET", SECRET), ("AUTH_HASHING_SPARE_CORES", "-1")],
-            "AUTH_HASHING_SPARE_CORES",
-        ),
     ];
     for (label, vars, variable) in cases {
         let output = command(&dir, &vars).output().unwrap();

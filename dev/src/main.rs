@@ -23,13 +23,13 @@ use tokio::sync::watch;
 const SECRET_FILE: &str = "dev-jwt-secret";
 const DEV_ORIGINS: &str = "http://localhost:*,http://127.0.0.1:*";
 
-/// Why the launcher stopped: a one-line message and the exit status.
-struct Failure {
+/// How the launcher stops on error: a one-line message and the exit status.
+struct Exit {
     message: String,
     code: u8,
 }
 
-impl Failure {
+impl Exit {
     fn config(message: impl Into<String>) -> Self {
         Self { message: message.into(), code: EXIT_BAD_CONFIG as u8 }
     }
@@ -46,10 +46,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Failure> {
+async fn run() -> Result<(), Exit> {
     let data_dir = PathBuf::from(std::env::var_os("TODO_DATA_DIR").unwrap_or_else(|| "data".into()));
     create_private_dir(&data_dir)
-        .map_err(|e| Failure::config(format!("TODO_DATA_DIR: cannot create {}: {e}", data_dir.display())))?;
+        .map_err(|e| Exit::config(format!("TODO_DATA_DIR: cannot create {}: {e}", data_dir.display())))?;
 
     let secret =
         if env_is_set("JWT_SECRET") { None } else { Some(load_or_create_secret(&data_dir.join(SECRET_FILE))?) };
@@ -63,7 +63,7 @@ async fn run() -> Result<(), Failure> {
         }
         Env::process_with(overrides)
     };
-    let config_error = |service: &str, err| Failure::config(format!("{service}: configuration error: {err}"));
+    let config_error = |service: &str, err| Exit::config(format!("{service}: configuration error: {err}"));
     let auth_config =
         auth_service::Config::from_env(&env_for("auth.db")).map_err(|e| config_error("auth-service", e))?;
     let task_config =
@@ -71,7 +71,7 @@ async fn run() -> Result<(), Failure> {
     let origins = format!("{:?}", auth_config.cors);
     todo_shared::telemetry::init(&auth_config.log_filter);
 
-    let start_error = |service: &str, message: String, is_config: bool| Failure {
+    let start_error = |service: &str, message: String, is_config: bool| Exit {
         message: format!("{service}: {message}"),
         code: if is_config { EXIT_BAD_CONFIG as u8 } else { 1 },
     };
@@ -132,8 +132,8 @@ async fn run() -> Result<(), Failure> {
             result
         },
     );
-    auth_result.map_err(|e| Failure { message: format!("auth-service: server error: {e}"), code: 1 })?;
-    task_result.map_err(|e| Failure { message: format!("task-service: server error: {e}"), code: 1 })?;
+    auth_result.map_err(|e| Exit { message: format!("auth-service: server error: {e}"), code: 1 })?;
+    task_result.map_err(|e| Exit { message: format!("task-service: server error: {e}"), code: 1 })?;
     Ok(())
 }
 
@@ -149,14 +149,14 @@ struct DevSecret {
 
 /// Reads the saved development secret, or generates one (384 random bits) and saves it
 /// readable by the owner only.
-fn load_or_create_secret(path: &Path) -> Result<DevSecret, Failure> {
+fn load_or_create_secret(path: &Path) -> Result<DevSecret, Exit> {
     let unreadable =
-        |e: std::io::Error| Failure::config(format!("{}: cannot read the development secret: {e}", path.display()));
+        |e: std::io::Error| Exit::config(format!("{}: cannot read the development secret: {e}", path.display()));
     match std::fs::read_to_string(path) {
         Ok(saved) => {
             let value = saved.trim().to_owned();
             if value.len() < 32 {
-                return Err(Failure::config(format!(
+                return Err(Exit::config(format!(
                     "{}: the saved development secret is shorter than 32 bytes; delete the file to generate a new one",
                     path.display()
                 )));
@@ -166,13 +166,13 @@ fn load_or_create_secret(path: &Path) -> Result<DevSecret, Failure> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 48];
             getrandom::fill(&mut bytes)
-                .map_err(|e| Failure::config(format!("cannot generate a development secret: {e}")))?;
+                .map_err(|e| Exit::config(format!("cannot generate a development secret: {e}")))?;
             let value = URL_SAFE_NO_PAD.encode(bytes);
             match write_private_file(path, &format!("{value}\n")) {
                 Ok(()) => Ok(DevSecret { value, path: path.to_owned(), created: true }),
                 // Another launcher got there first: use its secret.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_secret(path),
-                Err(e) => Err(Failure::config(format!("{}: cannot save the development secret: {e}", path.display()))),
+                Err(e) => Err(Exit::config(format!("{}: cannot save the development secret: {e}", path.display()))),
             }
         }
         Err(e) => Err(unreadable(e)),

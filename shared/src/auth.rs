@@ -5,17 +5,9 @@ use std::sync::Arc;
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
-use uuid::Uuid;
 
+pub use crate::token::AuthenticatedUser;
 use crate::token::{TokenError, TokenKeys};
-
-/// The caller, as proven by a verified token. Handlers take it from the request extensions;
-/// no RPC ever takes a user id from the request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthenticatedUser {
-    pub id: Uuid,
-    pub email: String,
-}
 
 impl AuthenticatedUser {
     /// The user the interceptor put into `request`'s extensions.

@@ -32,11 +32,11 @@ impl ConfigError {
     }
 }
 
-type Lookup = Box<dyn Fn(&str) -> Option<OsString> + Send + Sync>;
+type Source = Box<dyn Fn(&str) -> Option<OsString> + Send + Sync>;
 
 /// Where configuration values come from.
 pub struct Env {
-    lookup: Lookup,
+    lookup: Source,
 }
 
 impl Env {

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{SqlSafeStr, Sqlite, SqlitePool};
 
-pub use crate::pg_pool::{PgConn, PgPool};
+pub use crate::pg_pool::{PgConn, PostgresPool};
 use tonic::Status;
 
 /// Which database a service talks to, from `DATABASE_URL`.
@@ -104,20 +104,20 @@ impl Default for PoolSettings {
 /// A connection pool for one of the two backends.
 #[derive(Clone, Debug)]
 pub enum Pool {
-    Postgres(PgPool),
+    Postgres(PostgresPool),
     Sqlite(SqlitePool),
 }
 
 impl Pool {
     /// Builds the pool without connecting: a database that is down at start-up is retried by
-    /// [`crate::server::supervise_database`], not fatal.
+    /// [`crate::supervisor::supervise_database`], not fatal.
     pub fn connect_lazy(url: &DatabaseUrl, settings: &PoolSettings) -> std::io::Result<Self> {
         match url {
             DatabaseUrl::Postgres(options) => {
                 let timeout_ms = settings.statement_timeout.as_millis().to_string();
                 let options = options.clone().options([("statement_timeout", timeout_ms.as_str())]);
-                // Our own pool, not sqlx's: see `pg_pool` for the round trip it saves per query.
-                let pool = PgPool::new(options, settings.max_connections, settings.acquire_timeout);
+                // bb8 with our manager, not sqlx's pool: see `pg_pool` for the round trip it saves.
+                let pool = PostgresPool::new(options, settings.max_connections, settings.acquire_timeout);
                 Ok(Self::Postgres(pool))
             }
             DatabaseUrl::Sqlite(options) => {
@@ -173,15 +173,11 @@ impl Pool {
         }
     }
 
-    /// Housekeeping after each supervisor ping: retire expired connections, and after a failed
-    /// ping drop the idle ones (presumed dead) so that queries reconnect rather than fail.
-    pub fn after_ping(&self, ok: bool) {
+    /// Drops the idle connections, presumed dead after a failed ping, so that queries
+    /// reconnect rather than fail.
+    pub fn forget_idle(&self) {
         if let Self::Postgres(pool) = self {
-            if ok {
-                pool.retire_expired();
-            } else {
-                pool.forget_idle();
-            }
+            pool.forget_idle();
         }
     }
 

@@ -15,7 +15,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use crate::server::Readiness;
+use crate::readiness::Readiness;
 
 pub struct HealthApi {
     readiness: Readiness,

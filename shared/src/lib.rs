@@ -13,14 +13,15 @@
 //! - [`validation`] and [`timestamp`]: request-edge helpers.
 
 pub mod auth;
-pub mod coalesce;
 pub mod config;
 pub mod cors;
 pub mod db;
 pub mod health;
 pub mod limits;
 pub mod pg_pool;
+pub mod readiness;
 pub mod server;
+pub mod supervisor;
 pub mod telemetry;
 pub mod timestamp;
 pub mod token;

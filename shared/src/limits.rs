@@ -16,7 +16,7 @@ use tower::{Layer, Service};
 
 use crate::config::{ConfigError, Env};
 
-/// Every limit of the gRPC host. The README lists each with its default and its reason.
+/// Every limit of the gRPC host. docs/reference.md lists each with its default and its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerLimits {
     /// `GRPC_MAX_REQUEST_BYTES`: largest decoded request message.

@@ -1,228 +1,201 @@
-//! A PostgreSQL connection pool that lends and takes back connections without a round trip.
+//! PostgreSQL connections pooled by bb8, lent and taken back without a round trip.
 //!
-//! sqlx's own pool pings every connection as it comes back (`PoolConnection`'s drop spawns a
-//! task that sends a Sync and waits for ReadyForQuery), so each query costs two round trips
-//! and a task. Measured with todo-bench against a sqlx-core patched to skip that ping:
-//! +9% GetTask, +14% CreateTask, +19% UpdateTask at 16 in flight, with PostgreSQL spending
-//! 5-11 µs less CPU per call. The ping exists to catch connections left in a bad state; this
-//! pool knows that state instead of asking the server:
+//! sqlx's own pool pings every connection as it comes back (`PoolConnection`'s drop sends a
+//! Sync and waits for ReadyForQuery), so each query costs a second round trip and a spawned
+//! task. bb8 asks its manager instead, synchronously at check-in (`has_broken`) and at
+//! check-out (`is_valid`); [`PgManager`] answers from what it knows of the connection rather
+//! than by asking the server:
 //!
 //! - every query runs through [`PgConn`]'s [`Executor`], which notes when a query starts and
 //!   ends and whether it failed at the connection level (I/O, protocol);
-//! - a connection whose query was cancelled midway, that failed at the connection level, that
-//!   has unsent bytes (a dropped transaction queues its ROLLBACK unsent) or an open
-//!   transaction is closed, never lent again: PostgreSQL rolls back whatever it held;
-//! - a connection-level failure also drops the idle connections (after a restart or a network
-//!   cut they are all dead), so the next queries connect afresh instead of each finding a
-//!   dead socket;
-//! - connections are retired after [`MAX_LIFETIME`] and after [`IDLE_TIMEOUT`] unused.
+//! - a connection returned with a query still running (a cancelled call), after a
+//!   connection-level failure, with unsent bytes (a dropped transaction queues its ROLLBACK
+//!   unsent), inside a transaction, or marked [`PgConn::retire`] is closed, never lent again,
+//!   and PostgreSQL rolls back whatever it held;
+//! - a connection-level failure also marks every connection opened before it as stale (after
+//!   a restart or a network cut they are all dead), so the next queries connect afresh
+//!   instead of each finding a dead socket.
 //!
-//! Everything else is what the services asked of sqlx's pool: at most `max_connections`,
-//! connecting lazily, and an acquire that gives up after `acquire_timeout` with
-//! [`sqlx::Error::PoolTimedOut`] (UNAVAILABLE to the client).
+//! Lifetime, idle timeout, the size bound and the acquire timeout are bb8's.
 
 use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bb8::ManageConnection;
 use futures_core::Stream;
 use sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{ConnectOptions, Connection, Either, Execute, Executor, PgConnection, Postgres};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Connections are closed this long after they were opened (sqlx's default): server-side
 /// memory held by a long-lived backend is returned, and a fail-over is picked up.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// Connections unused this long are closed (sqlx's default).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// Longest wait for a graceful close (the Terminate message) before the socket is dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
 
 /// A pool of PostgreSQL connections. Cheap to clone.
 #[derive(Clone)]
-pub struct PgPool {
-    inner: Arc<Inner>,
+pub struct PostgresPool {
+    pool: bb8::Pool<PgManager>,
+    shared: Arc<Shared>,
 }
 
-struct Inner {
-    options: PgConnectOptions,
-    acquire_timeout: Duration,
-    /// One permit per connection that may exist (lent or idle).
-    permits: Arc<Semaphore>,
-    /// Most recently used last: lending from the end keeps a few connections warm and lets the
-    /// rest age out.
-    idle: Mutex<Vec<Idle>>,
+/// What the manager and every lent connection share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bumped by each connection-level failure; connections opened before it are stale.
+    generation: AtomicU64,
     closed: AtomicBool,
 }
 
-struct Idle {
-    conn: PgConnection,
-    opened: Instant,
-    since: Instant,
-}
-
-impl fmt::Debug for PgPool {
+impl fmt::Debug for PostgresPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgPool")
-            .field("max_connections", &self.inner.permits.available_permits())
-            .field("idle", &self.idle_count())
-            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+        let state = self.pool.state();
+        f.debug_struct("PostgresPool")
+            .field("connections", &state.connections)
+            .field("idle", &state.idle_connections)
             .finish()
     }
 }
 
-impl PgPool {
+impl PostgresPool {
     /// A pool that connects on first use.
     pub fn new(options: PgConnectOptions, max_connections: u32, acquire_timeout: Duration) -> Self {
-        let max = usize::try_from(max_connections.max(1)).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        Self {
-            inner: Arc::new(Inner {
-                options,
-                acquire_timeout,
-                permits: Arc::new(Semaphore::new(max)),
-                idle: Mutex::new(Vec::with_capacity(max)),
-                closed: AtomicBool::new(false),
-            }),
-        }
+        let shared = Arc::new(Shared::default());
+        let manager = PgManager { options, shared: shared.clone() };
+        let pool = bb8::Pool::builder()
+            .max_size(max_connections.max(1))
+            .connection_timeout(acquire_timeout)
+            .max_lifetime(MAX_LIFETIME)
+            .idle_timeout(IDLE_TIMEOUT)
+            // `is_valid` asks no server: it only drops connections known to be stale.
+            .test_on_check_out(true)
+            .build_unchecked(manager);
+        Self { pool, shared }
     }
 
     /// Lends a connection: an idle one if there is one, else a new one. Fails with
-    /// `PoolTimedOut` when none is free within the acquire timeout (the connect included), with
-    /// the connect error when the database refuses, and with `PoolClosed` after [`close`].
-    ///
-    /// [`close`]: PgPool::close
+    /// `PoolTimedOut` when none is ready within the acquire timeout (the connect included), and
+    /// with `PoolClosed` after [`PostgresPool::close`].
     pub async fn acquire(&self) -> Result<PgConn, sqlx::Error> {
-        let inner = &self.inner;
-        let deadline = tokio::time::Instant::now() + inner.acquire_timeout;
-        if inner.closed.load(Ordering::Acquire) {
+        if self.shared.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed);
         }
-        let permit = tokio::time::timeout_at(deadline, inner.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)?
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        while let Some(idle) = self.pop_idle() {
-            if idle.opened.elapsed() < MAX_LIFETIME && idle.since.elapsed() < IDLE_TIMEOUT {
-                return Ok(PgConn::new(idle.conn, idle.opened, self.inner.clone(), permit));
-            }
-            close_in_background(idle.conn);
+        match self.pool.get_owned().await {
+            Ok(conn) => Ok(PgConn(conn)),
+            Err(bb8::RunError::User(err)) => Err(err),
+            Err(bb8::RunError::TimedOut) => Err(sqlx::Error::PoolTimedOut),
         }
-        let conn = tokio::time::timeout_at(deadline, inner.options.connect())
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        Ok(PgConn::new(conn, Instant::now(), self.inner.clone(), permit))
-    }
-
-    /// Closes the idle connections that have outlived [`MAX_LIFETIME`] or [`IDLE_TIMEOUT`].
-    /// Lending checks too; this catches the ones a quiet pool never reaches.
-    pub fn retire_expired(&self) {
-        let expired: Vec<Idle> = {
-            let mut idle = self.inner.lock_idle();
-            let (keep, expired) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|i| i.opened.elapsed() < MAX_LIFETIME && i.since.elapsed() < IDLE_TIMEOUT);
-            *idle = keep;
-            expired
-        };
-        for idle in expired {
-            close_in_background(idle.conn);
-        }
-    }
-
-    /// Drops every idle connection (they are presumed dead: the database failed a ping).
-    pub fn forget_idle(&self) {
-        self.inner.forget_idle();
     }
 
     pub fn idle_count(&self) -> usize {
-        self.inner.lock_idle().len()
+        self.pool.state().idle_connections as usize
     }
 
-    /// Refuses new loans, and closes the idle connections; lent ones close when returned.
+    /// Drops the idle connections (the database failed a ping: they are presumed dead).
+    pub fn forget_idle(&self) {
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Refuses new loans and closes the idle connections; lent ones close when returned.
     pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.permits.close();
-        let idle = std::mem::take(&mut *self.inner.lock_idle());
-        for idle in idle {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, idle.conn.close()).await;
+        self.shared.closed.store(true, Ordering::Release);
+        // bb8 has no close: each idle connection taken out is refused on its way back.
+        while self.idle_count() > 0 {
+            match tokio::time::timeout(Duration::from_millis(100), self.pool.get()).await {
+                Ok(Ok(conn)) => drop(conn),
+                _ => break,
+            }
         }
     }
+}
 
-    fn pop_idle(&self) -> Option<Idle> {
-        self.inner.lock_idle().pop()
+/// bb8's view of a PostgreSQL server.
+pub struct PgManager {
+    options: PgConnectOptions,
+    shared: Arc<Shared>,
+}
+
+/// A connection with what the pool needs to know about it.
+pub struct Tracked {
+    conn: PgConnection,
+    generation: u64,
+    /// A query started and has not finished: returned now, the connection is mid-protocol.
+    busy: bool,
+    /// A query failed at the connection level: the connection is unusable.
+    broken: bool,
+    /// Close rather than lend again.
+    retire: bool,
+    shared: Arc<Shared>,
+}
+
+impl ManageConnection for PgManager {
+    type Connection = Tracked;
+    type Error = sqlx::Error;
+
+    async fn connect(&self) -> Result<Tracked, sqlx::Error> {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let conn = self.options.connect().await?;
+        Ok(Tracked { conn, generation, busy: false, broken: false, retire: false, shared: self.shared.clone() })
+    }
+
+    async fn is_valid(&self, conn: &mut Tracked) -> Result<(), sqlx::Error> {
+        // Once closed, only `close` takes connections out, to drop them: refusing one here
+        // would make bb8 open a new connection in its place.
+        let closed = self.shared.closed.load(Ordering::Acquire);
+        if !closed && self.is_stale(conn) { Err(sqlx::Error::PoolClosed) } else { Ok(()) }
+    }
+
+    fn has_broken(&self, conn: &mut Tracked) -> bool {
+        // `should_flush`: bytes queued but unsent, e.g. the ROLLBACK a dropped transaction
+        // leaves behind. Lending such a connection would keep that transaction's locks until
+        // its next use.
+        conn.busy
+            || conn.broken
+            || conn.retire
+            || conn.conn.should_flush()
+            || conn.conn.is_in_transaction()
+            || self.is_stale(conn)
     }
 }
 
-impl Inner {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        // A panic while holding the lock cannot leave the list inconsistent (push/pop/take).
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn forget_idle(&self) {
-        let idle = std::mem::take(&mut *self.lock_idle());
-        // Dropped, not closed: a dead socket would only make the Terminate wait.
-        drop(idle);
-    }
-}
-
-fn close_in_background(conn: PgConnection) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
-        });
+impl PgManager {
+    fn is_stale(&self, conn: &Tracked) -> bool {
+        self.shared.closed.load(Ordering::Acquire) || conn.generation < self.shared.generation.load(Ordering::Acquire)
     }
 }
 
 /// A lent connection. Run queries with `&mut conn` as the executor, or open a transaction
-/// with `conn.begin()` (through `DerefMut`). Dropping it returns the connection to the pool
-/// when it is known to be clean, and closes it otherwise.
-pub struct PgConn {
-    conn: Option<PgConnection>,
-    opened: Instant,
-    /// A query started and has not finished: dropped now, the connection is mid-protocol.
-    busy: bool,
-    /// A query failed at the connection level: the connection is unusable.
-    broken: bool,
-    /// Close rather than lend again: see [`PgConn::retire`].
-    retire: bool,
-    pool: Arc<Inner>,
-    /// Held until the connection is back in the idle list or closed.
-    _permit: OwnedSemaphorePermit,
-}
+/// with `conn.begin()` (through `DerefMut`). Dropping it returns the connection to the pool,
+/// which closes it unless it is known to be clean.
+pub struct PgConn(bb8::PooledConnection<'static, PgManager>);
 
 impl fmt::Debug for PgConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgConn").field("busy", &self.busy).field("broken", &self.broken).finish_non_exhaustive()
+        f.debug_struct("PgConn").field("busy", &self.0.busy).field("broken", &self.0.broken).finish_non_exhaustive()
     }
 }
 
 impl PgConn {
-    fn new(conn: PgConnection, opened: Instant, pool: Arc<Inner>, permit: OwnedSemaphorePermit) -> Self {
-        Self { conn: Some(conn), opened, busy: false, broken: false, retire: false, pool, _permit: permit }
-    }
-
-    /// Closes this connection when dropped instead of lending it again: for work that may
+    /// Closes this connection when returned instead of lending it again: for work that may
     /// leave session state behind (migrations take a session-level advisory lock, which an
     /// error midway would leave held).
     pub fn retire(&mut self) {
-        self.retire = true;
+        self.0.retire = true;
     }
 
-    /// The connection and the two flags, borrowed separately.
-    fn parts(&mut self) -> Result<(&mut PgConnection, &mut bool, &mut bool), sqlx::Error> {
-        match self.conn.as_mut() {
-            Some(conn) => Ok((conn, &mut self.busy, &mut self.broken)),
-            None => Err(sqlx::Error::PoolClosed),
-        }
+    /// The connection and its two flags, borrowed separately.
+    fn parts(&mut self) -> (&mut PgConnection, &mut bool, &mut bool, &Shared) {
+        let tracked = &mut *self.0;
+        (&mut tracked.conn, &mut tracked.busy, &mut tracked.broken, &tracked.shared)
     }
 }
 
@@ -230,39 +203,23 @@ impl Deref for PgConn {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        // Only `Drop` takes the connection out.
-        self.conn.as_ref().unwrap_or_else(|| unreachable!("PgConn used after drop"))
+        &self.0.conn
     }
 }
 
 impl DerefMut for PgConn {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.conn.as_mut().unwrap_or_else(|| unreachable!("PgConn used after drop"))
+        &mut self.0.conn
     }
 }
 
-impl Drop for PgConn {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if self.broken {
-            self.pool.forget_idle();
-            return;
-        }
-        // `should_flush`: bytes queued but unsent, e.g. the ROLLBACK a dropped transaction
-        // leaves behind. Lending such a connection would keep that transaction's locks until
-        // its next use.
-        let clean = !self.busy && !self.retire && !conn.should_flush() && !conn.is_in_transaction();
-        if !clean || self.pool.closed.load(Ordering::Acquire) || self.opened.elapsed() >= MAX_LIFETIME {
-            close_in_background(conn);
-            return;
-        }
-        self.pool.lock_idle().push(Idle { conn, opened: self.opened, since: Instant::now() });
+/// Notes a query's outcome: a connection-level failure breaks this connection and makes every
+/// connection opened before it stale.
+fn note_failure(err: &sqlx::Error, broken: &mut bool, shared: &Shared) {
+    if matches!(err, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed) {
+        *broken = true;
+        shared.generation.fetch_add(1, Ordering::AcqRel);
     }
-}
-
-/// Failures after which the connection cannot be trusted with another query.
-fn is_connection_failure(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed)
 }
 
 impl<'c> Executor<'c> for &'c mut PgConn {
@@ -273,13 +230,9 @@ impl<'c> Executor<'c> for &'c mut PgConn {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        match self.parts() {
-            Ok((conn, busy, broken)) => {
-                *busy = true;
-                Box::pin(Tracked { inner: conn.fetch_many(query), busy, broken })
-            }
-            Err(err) => Box::pin(Once(Some(Err(err)))),
-        }
+        let (conn, busy, broken, shared) = self.parts();
+        *busy = true;
+        Box::pin(TrackedStream { inner: conn.fetch_many(query), busy, broken, shared })
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
@@ -288,12 +241,12 @@ impl<'c> Executor<'c> for &'c mut PgConn {
         E: 'q + Execute<'q, Postgres>,
     {
         Box::pin(async move {
-            let (conn, busy, broken) = self.parts()?;
+            let (conn, busy, broken, shared) = self.parts();
             *busy = true;
             let result = conn.fetch_optional(query).await;
             *busy = false;
             if let Err(err) = &result {
-                *broken |= is_connection_failure(err);
+                note_failure(err, broken, shared);
             }
             result
         })
@@ -308,12 +261,12 @@ impl<'c> Executor<'c> for &'c mut PgConn {
         'c: 'e,
     {
         Box::pin(async move {
-            let (conn, busy, broken) = self.parts()?;
+            let (conn, busy, broken, shared) = self.parts();
             *busy = true;
             let result = conn.prepare_with(sql, parameters).await;
             *busy = false;
             if let Err(err) = &result {
-                *broken |= is_connection_failure(err);
+                note_failure(err, broken, shared);
             }
             result
         })
@@ -322,13 +275,14 @@ impl<'c> Executor<'c> for &'c mut PgConn {
 
 /// A query's result stream that keeps its connection's flags current: busy until the stream
 /// ends or fails, broken on a connection-level error.
-struct Tracked<'e, S> {
+struct TrackedStream<'e, S> {
     inner: S,
     busy: &'e mut bool,
     broken: &'e mut bool,
+    shared: &'e Shared,
 }
 
-impl<S, T> Stream for Tracked<'_, S>
+impl<S, T> Stream for TrackedStream<'_, S>
 where
     S: Stream<Item = Result<T, sqlx::Error>> + Unpin,
 {
@@ -342,21 +296,11 @@ where
             // the session usable: its ReadyForQuery is read before the next query is sent.
             Some(Err(err)) => {
                 *self.busy = false;
-                *self.broken |= is_connection_failure(err);
+                let this = &mut *self;
+                note_failure(err, this.broken, this.shared);
             }
             Some(Ok(_)) => {}
         }
         Poll::Ready(item)
-    }
-}
-
-/// A stream of one item.
-struct Once<T>(Option<T>);
-
-impl<T: Unpin> Stream for Once<T> {
-    type Item = T;
-
-    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<T>> {
-        Poll::Ready(self.0.take())
     }
 }

@@ -1,12 +1,10 @@
 //! The gRPC host both services run in: one listener serving native gRPC and gRPC-web, with
-//! health, reflection (v1 and v1alpha), per-RPC tracing, a database supervisor that drives
-//! readiness, and graceful shutdown with a bounded drain.
+//! health, reflection (v1 and v1alpha), per-RPC tracing, the limits, the database supervisor,
+//! and graceful shutdown with a bounded drain.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -14,136 +12,11 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Status};
-use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::cors::AllowedOrigins;
 use crate::db::{Migrations, Pool};
 use crate::limits::{LimitLayer, ServerLimits};
-use crate::telemetry::RpcTraceLayer;
-
-/// Whether the service can serve RPCs: its database answers and it is not shutting down.
-/// Drives both the `grpc.health.v1` status and the gate in front of the RPCs.
-#[derive(Clone, Debug)]
-pub struct Readiness {
-    inner: Arc<ReadinessInner>,
-}
-
-#[derive(Debug)]
-struct ReadinessInner {
-    database_up: AtomicBool,
-    shutting_down: AtomicBool,
-    /// What health reports; changes wake every `Health/Watch` stream.
-    published: tokio::sync::watch::Sender<Published>,
-    service_name: &'static str,
-}
-
-/// The state `Health/Watch` streams follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Published {
-    pub serving: bool,
-    /// Final: watchers send NOT_SERVING and end their stream.
-    pub shutting_down: bool,
-}
-
-impl Readiness {
-    pub fn is_ready(&self) -> bool {
-        self.inner.database_up.load(Ordering::Acquire) && !self.inner.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// UNAVAILABLE unless ready. Called before every RPC of the service.
-    pub fn check(&self) -> Result<(), Status> {
-        if self.inner.shutting_down.load(Ordering::Acquire) {
-            Err(Status::unavailable("the service is shutting down; retry on another instance"))
-        } else if !self.inner.database_up.load(Ordering::Acquire) {
-            Err(Status::unavailable("the database is unavailable; retry with back-off"))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Publishes only on a change: every publish wakes every `Health/Watch` stream, and the
-    /// supervisor reports the database's state every second.
-    pub fn set_database_up(&self, up: bool) {
-        if self.inner.database_up.swap(up, Ordering::AcqRel) == up {
-            return;
-        }
-        if up {
-            tracing::info!("database reachable: serving");
-        } else {
-            tracing::warn!("database unreachable: not serving");
-        }
-        self.publish();
-    }
-
-    /// Flips health to NOT_SERVING for good.
-    pub fn begin_shutdown(&self) {
-        self.inner.shutting_down.store(true, Ordering::Release);
-        self.publish();
-    }
-
-    pub fn service_name(&self) -> &'static str {
-        self.inner.service_name
-    }
-
-    pub fn serving_status(&self) -> ServingStatus {
-        if self.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing }
-    }
-
-    /// The published state, for `Health/Watch`.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Published> {
-        self.inner.published.subscribe()
-    }
-
-    fn publish(&self) {
-        let next =
-            Published { serving: self.is_ready(), shutting_down: self.inner.shutting_down.load(Ordering::Acquire) };
-        self.inner.published.send_if_modified(|current| std::mem::replace(current, next) != next);
-    }
-}
-
-/// The interceptor that refuses RPCs while the service is not ready.
-#[derive(Clone, Debug)]
-pub struct ReadyGate(pub Readiness);
-
-impl tonic::service::Interceptor for ReadyGate {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.0.check()?;
-        Ok(request)
-    }
-}
-
-/// Runs the migrations (retrying with back-off until the database answers), then watches the
-/// database and keeps [`Readiness`] in step with it. Runs until the process ends.
-pub async fn supervise_database(pool: Pool, migrations: &'static Migrations, readiness: Readiness) {
-    const FIRST_RETRY: Duration = Duration::from_millis(100);
-    const MAX_RETRY: Duration = Duration::from_secs(5);
-    // How quickly an outage (and a recovery) shows in health and in the RPC gate.
-    const PING_EVERY: Duration = Duration::from_secs(1);
-    const PING_TIMEOUT: Duration = Duration::from_secs(2);
-
-    let mut delay = FIRST_RETRY;
-    loop {
-        match pool.migrate(migrations).await {
-            Ok(()) => break,
-            Err(err) => {
-                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database not ready");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY);
-            }
-        }
-    }
-    readiness.set_database_up(true);
-
-    let mut ticker = tokio::time::interval(PING_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let up = matches!(tokio::time::timeout(PING_TIMEOUT, pool.ping()).await, Ok(Ok(())));
-        pool.after_ping(up);
-        readiness.set_database_up(up);
-    }
-}
+use crate::readiness::Readiness;
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -188,15 +61,7 @@ impl GrpcHost {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
 
-        let (published, _) = tokio::sync::watch::channel(Published { serving: false, shutting_down: false });
-        let readiness = Readiness {
-            inner: Arc::new(ReadinessInner {
-                database_up: AtomicBool::new(false),
-                shutting_down: AtomicBool::new(false),
-                published,
-                service_name,
-            }),
-        };
+        let readiness = Readiness::new(service_name);
         let health_service = crate::health::HealthApi::server(readiness.clone());
 
         let mut routes = Routes::builder();
@@ -237,7 +102,8 @@ impl GrpcHost {
     /// Migrates `pool` (retrying until the database answers) and keeps readiness in step with
     /// it, in the background; the pool is closed when the server stops.
     pub fn supervise_database(mut self, pool: Pool, migrations: &'static Migrations) -> Self {
-        let supervisor = tokio::spawn(supervise_database(pool.clone(), migrations, self.readiness()));
+        let supervisor =
+            tokio::spawn(crate::supervisor::supervise_database(pool.clone(), migrations, self.readiness()));
         self.database = Some((pool, supervisor));
         self
     }
@@ -282,9 +148,10 @@ impl GrpcHost {
             .http2_max_pending_accept_reset_streams(Some(limits.max_pending_reset_streams))
             .http2_max_header_list_size(limits.max_header_list_bytes)
             .tcp_keepalive(Some(limits.keepalive_interval))
-            // Outermost, so a preflight is answered before the token or readiness checks.
+            // Outermost, so every call, a refused preflight included, has its span.
+            .layer(crate::telemetry::rpc_trace_layer())
+            // Before the rest, so a preflight is answered before the token or readiness checks.
             .layer(self.cors.layer())
-            .layer(RpcTraceLayer)
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside gRPC-web, so its refusals reach browsers as gRPC-web too.
             .layer(LimitLayer::new(limits))

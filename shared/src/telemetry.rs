@@ -1,14 +1,13 @@
-//! Logging: one span and one line per RPC, with the method, the status code and the latency
-//! (successful calls at `debug`: see [`outcome_level`]).
+//! Logging: one span per RPC and one line per outcome, with the method, the status code and
+//! the latency (successful calls at `debug`: see [`outcome_level`]).
 //! User ids are recorded by the authentication code; emails, passwords and tokens never are.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use tower::{Layer, Service};
-use tracing::Instrument;
+use tower_http::LatencyUnit;
+use tower_http::classify::{GrpcErrorsAsFailures, GrpcFailureClass, SharedClassifier};
+use tower_http::trace::{DefaultOnEos, DefaultOnResponse, MakeSpan, TraceLayer};
+use tracing::Level;
 
 use crate::config::LogFilter;
 
@@ -23,93 +22,67 @@ pub fn init(filter: &LogFilter) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
 }
 
-/// Tower layer that wraps every request in an `rpc` span and logs its outcome.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcTraceLayer;
+/// The layer that wraps every request in an `rpc` span and logs its outcome: tower-http's
+/// `TraceLayer` with its gRPC classifier, which reads `grpc-status` from the headers of a
+/// trailers-only answer and from the trailers of a streamed one.
+pub type RpcTraceLayer = TraceLayer<
+    SharedClassifier<GrpcErrorsAsFailures>,
+    RpcSpan,
+    (),
+    DefaultOnResponse,
+    (),
+    DefaultOnEos,
+    fn(GrpcFailureClass, Duration, &tracing::Span),
+>;
 
-impl<S> Layer<S> for RpcTraceLayer {
-    type Service = RpcTrace<S>;
+/// The host's tracing layer (see [`RpcTraceLayer`]).
+pub fn rpc_trace_layer() -> RpcTraceLayer {
+    TraceLayer::new_for_grpc()
+        .make_span_with(RpcSpan)
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(Level::DEBUG).latency_unit(LatencyUnit::Micros))
+        .on_body_chunk(())
+        .on_eos(DefaultOnEos::new().level(Level::DEBUG).latency_unit(LatencyUnit::Micros))
+        .on_failure(log_failure as fn(GrpcFailureClass, Duration, &tracing::Span))
+}
 
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcTrace { inner }
+/// The `rpc` span. It is entered while the inner service is called, so interceptors that run
+/// synchronously (authentication) record `user_id` into it.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcSpan;
+
+impl<B> MakeSpan<B> for RpcSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        tracing::info_span!("rpc", method = %request.uri().path(), user_id = tracing::field::Empty)
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct RpcTrace<S> {
-    inner: S,
-}
-
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcTrace<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: std::fmt::Display,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let span = tracing::info_span!(
-            "rpc",
-            method = %request.uri().path(),
-            user_id = tracing::field::Empty,
-        );
-        let start = Instant::now();
-        // Entered while the inner service is called, so interceptors that run synchronously
-        // (authentication) record into this span.
-        let future = span.in_scope(|| self.inner.call(request));
-        Box::pin(
-            async move {
-                let result = future.await;
-                let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-                match &result {
-                    // A failing unary call is a trailers-only response whose `grpc-status` is in
-                    // the headers; a successful one carries status 0 in the trailers.
-                    Ok(response) => {
-                        let code = response
-                            .headers()
-                            .get("grpc-status")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<i32>().ok())
-                            .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-                        log_outcome(code, latency_us);
-                    }
-                    Err(err) => tracing::warn!(error = %err, latency_us, "rpc failed in transport"),
-                }
-                result
-            }
-            .instrument(span),
-        )
-    }
-}
-
-/// One line per finished RPC, at the level [`outcome_level`] gives it.
-fn log_outcome(code: tonic::Code, latency_us: u64) {
+/// One line per failed RPC, at the level [`outcome_level`] gives its code.
+fn log_failure(class: GrpcFailureClass, latency: Duration, _span: &tracing::Span) {
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    let code = match class {
+        GrpcFailureClass::Code(code) => tonic::Code::from_i32(code.get()),
+        GrpcFailureClass::Error(error) => {
+            tracing::warn!(error, latency_us, "rpc failed in transport");
+            return;
+        }
+    };
     match outcome_level(code) {
-        tracing::Level::WARN => tracing::warn!(code = ?code, latency_us, "rpc finished"),
-        tracing::Level::INFO => tracing::info!(code = ?code, latency_us, "rpc finished"),
+        Level::WARN => tracing::warn!(code = ?code, latency_us, "rpc finished"),
+        Level::INFO => tracing::info!(code = ?code, latency_us, "rpc finished"),
         _ => tracing::debug!(code = ?code, latency_us, "rpc finished"),
     }
 }
 
-/// Successful calls log at `debug`: at 20,000 calls a second a line for each cost 15 µs of CPU
-/// per call, a quarter of a GetTask, and -17% throughput (todo-bench A/B, BENCHMARKS.md).
+/// Successful calls log at `debug`: a line for each costs CPU on every call (BENCHMARKS.md).
 /// Refusals the client caused log at `info`; failures on the server's side, or of what it
 /// depends on, at `warn`.
-fn outcome_level(code: tonic::Code) -> tracing::Level {
+fn outcome_level(code: tonic::Code) -> Level {
     use tonic::Code;
     match code {
-        Code::Ok => tracing::Level::DEBUG,
-        Code::Internal | Code::Unknown | Code::Unavailable | Code::DataLoss | Code::DeadlineExceeded => {
-            tracing::Level::WARN
-        }
-        _ => tracing::Level::INFO,
+        Code::Ok => Level::DEBUG,
+        Code::Internal | Code::Unknown | Code::Unavailable | Code::DataLoss | Code::DeadlineExceeded => Level::WARN,
+        _ => Level::INFO,
     }
 }
 

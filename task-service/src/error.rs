@@ -1,7 +1,5 @@
 //! The one error type of task-service and its one mapping to `tonic::Status`.
 
-use std::sync::Arc;
-
 use todo_shared::validation::FieldViolations;
 use tonic::Status;
 
@@ -22,20 +20,13 @@ pub enum Error {
     /// The request's etag is not the task's current one.
     #[error("the task has changed since this etag was read: get it again and retry")]
     EtagMismatch,
-    /// Shared: one failed query can answer several coalesced GetTasks.
     #[error("database error")]
-    Database(#[source] Arc<sqlx::Error>),
+    Database(#[from] sqlx::Error),
 }
 
 /// The field violation's description: the status message prefixes the field name.
 const REQUEST_ID_REUSED: &str =
     "was already used for a task with a different title, description or due time: use a new request_id for a new task";
-
-impl From<sqlx::Error> for Error {
-    fn from(err: sqlx::Error) -> Self {
-        Self::Database(Arc::new(err))
-    }
-}
 
 impl From<FieldViolations> for Error {
     fn from(violations: FieldViolations) -> Self {

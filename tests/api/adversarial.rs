@@ -146,10 +146,8 @@ async fn every_task_rpc_refuses_every_bad_token_and_changes_nothing(backend: Bac
 /// would hang for seconds. Every bad token is still refused at once, so none of them reads
 /// anything; a good token, for contrast, cannot be served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_tokens_are_refused_without_reading_the_database() {
-    if !available(Backend::Postgres) {
-        return;
-    }
+async fn bad_tokens_are_refused_without_reading_the_database_on_postgres() {
+    require(Backend::Postgres);
     watch_panics();
     let db = TestDb::new(Backend::Postgres).await;
     let proxy = FaultyProxy::start(db.postgres_addr()).await;
@@ -946,7 +944,7 @@ impl sqlx::error::DatabaseError for CodedError {
 /// their low byte as numbers, like SQLITE_BUSY and SQLITE_LOCKED, and were answered
 /// UNAVAILABLE ("retry with back-off") although no retry can succeed.
 #[test]
-fn postgres_sqlstates_are_not_mistaken_for_sqlite_busy_codes() {
+fn sqlstates_are_not_mistaken_for_sqlite_busy_codes() {
     use todo_shared::db::{Failure, classify};
     let failure = |code: &'static str| classify(&sqlx::Error::Database(Box::new(CodedError(code))));
     let mut wrong = Vec::new();

@@ -66,10 +66,8 @@ async fn until_serving_is(running: &Running, want: ServingStatus, within: Durati
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_connections_cut_under_load_and_the_service_recovers_by_itself() {
-    if !available(Backend::Postgres) {
-        return;
-    }
+async fn acknowledged_writes_survive_connections_cut_under_load_and_the_service_recovers_by_itself_on_postgres() {
+    require(Backend::Postgres);
     let Setup { tasks, proxy, token } = through_proxy(Duration::from_secs(5)).await;
     let health = watch_health(&tasks);
     let stop = Arc::new(AtomicBool::new(false));
@@ -144,10 +142,8 @@ async fn acknowledged_writes_survive_connections_cut_under_load_and_the_service_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_or_half_open_database_gives_a_prompt_answer_and_recovers() {
-    if !available(Backend::Postgres) {
-        return;
-    }
+async fn a_slow_or_half_open_database_gives_a_prompt_answer_and_recovers_on_postgres() {
+    require(Backend::Postgres);
     let Setup { tasks, proxy, token } = through_proxy(Duration::from_secs(2)).await;
     let mut client = task_client(&tasks).await;
 

@@ -76,10 +76,8 @@ async fn shutdown_reports_not_serving_ends_watches_and_refuses_calls(backend: Ba
 
 /// PostgreSQL only: SQLite is a file and cannot become unreachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn not_serving_while_the_database_is_unreachable_then_recovers_by_itself() {
-    if !available(Backend::Postgres) {
-        return;
-    }
+async fn not_serving_while_the_database_is_unreachable_then_recovers_by_itself_on_postgres() {
+    require(Backend::Postgres);
     let (auth_db, task_db) = (TestDb::new(Backend::Postgres).await, TestDb::new(Backend::Postgres).await);
     let auth_proxy = FaultyProxy::start(auth_db.postgres_addr()).await;
     let task_proxy = FaultyProxy::start(task_db.postgres_addr()).await;

@@ -79,10 +79,8 @@ async fn started_and_stuck() -> (Running, String, TableLock) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_is_refused_at_once_health_still_answers_and_a_stuck_call_hits_the_deadline() {
-    if !available(Backend::Postgres) {
-        return;
-    }
+async fn overload_is_refused_at_once_health_still_answers_and_a_stuck_call_hits_the_deadline_on_postgres() {
+    require(Backend::Postgres);
     let db = TestDb::new(Backend::Postgres).await;
     let mut config = task_config(&db);
     config.limits.max_in_flight = 2;
@@ -124,10 +122,8 @@ async fn overload_is_refused_at_once_health_still_answers_and_a_stuck_call_hits_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clients_grpc_timeout_ends_a_stuck_call_with_deadline_exceeded() {
-    if !available(Backend::Postgres) {
-        return;
-    }
+async fn a_clients_grpc_timeout_ends_a_stuck_call_with_deadline_exceeded_on_postgres() {
+    require(Backend::Postgres);
     let (tasks, token, lock) = started_and_stuck().await;
 
     // `grpc-timeout` over raw HTTP/2: a tonic client runs its own timer and would report its
@@ -159,10 +155,8 @@ async fn a_clients_grpc_timeout_ends_a_stuck_call_with_deadline_exceeded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exhausted_pool_and_a_stuck_statement_give_unavailable_never_internal_or_a_hang() {
-    if !available(Backend::Postgres) {
-        return;
-    }
+async fn an_exhausted_pool_and_a_stuck_statement_give_unavailable_never_internal_or_a_hang_on_postgres() {
+    require(Backend::Postgres);
     let db = TestDb::new(Backend::Postgres).await;
     let mut config = task_config(&db);
     config.pool = PoolSettings {
@@ -198,10 +192,8 @@ async fn an_exhausted_pool_and_a_stuck_statement_give_unavailable_never_internal
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_calls_in_flight_finish_refuses_new_ones_and_is_bounded_when_one_is_stuck() {
-    if !available(Backend::Postgres) {
-        return;
-    }
+async fn shutdown_lets_calls_in_flight_finish_refuses_new_ones_and_is_bounded_when_one_is_stuck_on_postgres() {
+    require(Backend::Postgres);
     // A call in flight when shutdown begins completes normally.
     let (tasks, token, lock) = started_and_stuck().await;
     let mut client = task_client(&tasks).await;

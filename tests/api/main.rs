@@ -1,4 +1,5 @@
 //! The behavioural suite: every scenario runs on PostgreSQL and on SQLite.
+//! Every test that needs PostgreSQL has `postgres` in its path (see `todo_tests::require`).
 
 mod adversarial;
 mod auth;
@@ -7,8 +8,7 @@ mod faults;
 mod health;
 mod limits;
 mod model;
-mod point_reads;
-mod pool;
+mod postgres_pool;
 mod reflection;
 mod tasks;
 mod throttle;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs the README's worked example against a running pair and checks every answer.
+"""Runs the walkthrough (docs/walkthrough.md) against a running pair and checks every answer.
 
 Every fenced `sh` block between the `readme-examples:begin` and `readme-examples:end`
 markers runs, in order, in one bash session (so `TOKEN=...` carries over). A `json` block
@@ -11,11 +11,12 @@ right after an `sh` block is the answer that block must print, compared by shape
   (the actual value must start with what comes before the `...`);
 - an answer with a `code` key is an error, and the command must fail.
 
-A `text` block right after an `sh` block is the exact output, line for line.
+A `text` block right after an `sh` block is the exact output, line for line; one whose
+first line is `ERROR:` (grpcurl's error report) also means the command must fail.
 
-Usage: AUTH_ADDR=127.0.0.1:PORT TASK_ADDR=127.0.0.1:PORT BUF=/path/to/buf readme_examples.py
-The README's addresses (127.0.0.1:50051 and :50052) are replaced by the given ones, and
-`npx --yes @bufbuild/buf` by `$BUF` (the version CI pins).
+Usage: AUTH_ADDR=127.0.0.1:PORT TASK_ADDR=127.0.0.1:PORT BUF=/path/to/buf readme_examples.py [PAGE.md]
+The page's addresses (127.0.0.1:50051 and :50052) are replaced by the given ones, and
+`npx --yes @bufbuild/buf` by `$BUF` (the version CI pins); `grpcurl` must be on PATH.
 """
 
 import json
@@ -25,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "walkthrough.md"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -90,7 +91,7 @@ def matches(expected, actual, path="$"):
 
 def main() -> int:
     auth, tasks, buf = os.environ["AUTH_ADDR"], os.environ["TASK_ADDR"], os.environ["BUF"]
-    readme = README.read_text()
+    readme = (Path(sys.argv[1]) if len(sys.argv) > 1 else PAGE).read_text()
     pairs = []  # (sh text, expected json, expected lines or None)
     found = blocks(readme)
     for n, (lang, text) in enumerate(found):
@@ -104,7 +105,7 @@ def main() -> int:
             expected = following[1].splitlines()
         pairs.append((text, expected))
     if not pairs:
-        print("no examples found between the README markers", file=sys.stderr)
+        print("no examples found between the page's markers", file=sys.stderr)
         return 1
 
     # One bash session; each command's output and exit status marked so they can be told apart.
@@ -125,7 +126,9 @@ def main() -> int:
     for n, ((text, expected), output) in enumerate(zip(pairs, outputs)):
         first = commands(text)[0][:100]
         failed = "@@failed" in output
-        wants_error = isinstance(expected, dict) and "code" in expected
+        wants_error = (isinstance(expected, dict) and "code" in expected) or (
+            isinstance(expected, list) and expected[:1] == ["ERROR:"]
+        )
         problem = None
         if failed and not wants_error:
             problem = "the command failed"
@@ -145,7 +148,7 @@ def main() -> int:
         if problem:
             failures += 1
             print(f"     {problem}\n     output:\n" + "\n".join("       " + line for line in output.splitlines()))
-    print(f"{len(pairs) - failures} of {len(pairs)} README example blocks behave as shown")
+    print(f"{len(pairs) - failures} of {len(pairs)} example blocks behave as shown")
     return 1 if failures else 0
 
 

@@ -1,8 +1,7 @@
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
-use todo_shared::coalesce::{Coalesced, Lookup};
-use todo_shared::db::{PgConn, PgPool};
+use todo_shared::db::PostgresPool;
 use uuid::Uuid;
 
 use super::{NewUser, StoredCredentials, UserStore, map_insert_error};
@@ -10,38 +9,12 @@ use crate::domain::User;
 use crate::error::Error;
 
 pub struct PgUserStore {
-    pool: PgPool,
-    /// GetCurrentUser's lookups, coalesced under load.
-    users_by_id: Coalesced<UserById>,
+    pool: PostgresPool,
 }
 
 impl PgUserStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { users_by_id: Coalesced::new(pool.clone()), pool }
-    }
-}
-
-#[derive(Debug, Default)]
-struct UserById;
-
-impl Lookup for UserById {
-    type Key = Uuid;
-    type Row = User;
-
-    async fn one(&self, conn: &mut PgConn, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-        let row =
-            sqlx::query("SELECT id, email, created_at FROM users WHERE id = $1").bind(id).fetch_optional(conn).await?;
-        row.as_ref().map(user_from_row).transpose()
-    }
-
-    async fn many(&self, conn: &mut PgConn, ids: &[Uuid]) -> Result<Vec<User>, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT id, email, created_at FROM users WHERE id = ANY($1)").bind(ids).fetch_all(conn).await?;
-        rows.iter().map(user_from_row).collect()
-    }
-
-    fn answers(user: &User, id: &Uuid) -> bool {
-        user.id == *id
+    pub fn new(pool: PostgresPool) -> Self {
+        Self { pool }
     }
 }
 
@@ -77,7 +50,11 @@ impl UserStore for PgUserStore {
     }
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, Error> {
-        self.users_by_id.get(id).await.map_err(Error::Database)
+        let row = sqlx::query("SELECT id, email, created_at FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut self.pool.acquire().await?)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
     async fn update_password_hash(&self, id: Uuid, password_hash: &str, at: OffsetDateTime) -> Result<(), Error> {

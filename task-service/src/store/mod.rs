@@ -8,7 +8,6 @@ macro_rules! task_columns {
     };
 }
 
-pub mod point_reads;
 mod postgres;
 mod sqlite;
 

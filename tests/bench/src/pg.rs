@@ -74,9 +74,6 @@ pub fn pgbench_path() -> Option<PathBuf> {
 // The services' statements, copied verbatim from task-service/src/store/postgres.rs and
 // auth-service/src/store/postgres.rs (keep in step). `$n` are replaced per client below.
 const TASK_COLUMNS: &str = "id, user_id, title, description, completed, due_time, created_at, updated_at, version";
-// GetTask's and GetCurrentUser's statements are the ones a lookup sends alone
-// (todo_shared::coalesce). Under load the services send fewer, larger lookups (`id = ANY($1)`);
-// the ceiling stays one statement per call, the cost of the plain design coalescing has to beat.
 fn get_task_sql() -> String {
     format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2")
 }

@@ -5,7 +5,7 @@
 //! before anything else (the `TryFrom` impls, `parse_task_id`, `parse_page_size`,
 //! `Etag::expected_version`, `PageTokens::decode`).
 //!
-//! Properties: never panics; whatever is accepted meets the documented limits (README "Status
+//! Properties: never panics; whatever is accepted meets the documented limits (docs/reference.md "Status
 //! codes"); whatever is refused names exactly the fields that break them; and everything SignUp
 //! accepts, Login accepts too, with the same normalised email and password, so an account can
 //! always log in. The oracles below restate each rule independently of the service code: when

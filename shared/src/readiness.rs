@@ -1,0 +1,111 @@
+//! Whether the service can serve RPCs: its database answers and it is not shutting down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tonic::{Request, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// Whether the service can serve RPCs: its database answers and it is not shutting down.
+/// Drives both the `grpc.health.v1` status and the gate in front of the RPCs.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    inner: Arc<ReadinessInner>,
+}
+
+#[derive(Debug)]
+struct ReadinessInner {
+    database_up: AtomicBool,
+    shutting_down: AtomicBool,
+    /// What health reports; changes wake every `Health/Watch` stream.
+    published: tokio::sync::watch::Sender<Published>,
+    service_name: &'static str,
+}
+
+/// The state `Health/Watch` streams follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub serving: bool,
+    /// Final: watchers send NOT_SERVING and end their stream.
+    pub shutting_down: bool,
+}
+
+impl Readiness {
+    /// Not ready until the database supervisor says the database is up.
+    pub fn new(service_name: &'static str) -> Self {
+        let (published, _) = tokio::sync::watch::channel(Published { serving: false, shutting_down: false });
+        Self {
+            inner: Arc::new(ReadinessInner {
+                database_up: AtomicBool::new(false),
+                shutting_down: AtomicBool::new(false),
+                published,
+                service_name,
+            }),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.database_up.load(Ordering::Acquire) && !self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// UNAVAILABLE unless ready. Called before every RPC of the service.
+    pub fn check(&self) -> Result<(), Status> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            Err(Status::unavailable("the service is shutting down; retry on another instance"))
+        } else if !self.inner.database_up.load(Ordering::Acquire) {
+            Err(Status::unavailable("the database is unavailable; retry with back-off"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Publishes only on a change: every publish wakes every `Health/Watch` stream, and the
+    /// supervisor reports the database's state every second.
+    pub fn set_database_up(&self, up: bool) {
+        if self.inner.database_up.swap(up, Ordering::AcqRel) == up {
+            return;
+        }
+        if up {
+            tracing::info!("database reachable: serving");
+        } else {
+            tracing::warn!("database unreachable: not serving");
+        }
+        self.publish();
+    }
+
+    /// Flips health to NOT_SERVING for good.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        self.publish();
+    }
+
+    pub fn service_name(&self) -> &'static str {
+        self.inner.service_name
+    }
+
+    pub fn serving_status(&self) -> ServingStatus {
+        if self.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing }
+    }
+
+    /// The published state, for `Health/Watch`.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Published> {
+        self.inner.published.subscribe()
+    }
+
+    fn publish(&self) {
+        let next =
+            Published { serving: self.is_ready(), shutting_down: self.inner.shutting_down.load(Ordering::Acquire) };
+        self.inner.published.send_if_modified(|current| std::mem::replace(current, next) != next);
+    }
+}
+
+/// The interceptor that refuses RPCs while the service is not ready.
+#[derive(Clone, Debug)]
+pub struct ReadyGate(pub Readiness);
+
+impl tonic::service::Interceptor for ReadyGate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.0.check()?;
+        Ok(request)
+    }
+}
