@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::LazyLock;
 
 use time::OffsetDateTime;
-use todo_shared::pb::auth::v1 as pb;
+use todo_contract::auth::v1 as pb;
 use todo_shared::validation::FieldViolations;
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;

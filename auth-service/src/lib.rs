@@ -15,8 +15,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use todo_contract::auth::v1::auth_service_server::AuthServiceServer;
 use todo_shared::db::Pool;
-use todo_shared::pb::auth::v1::auth_service_server::AuthServiceServer;
 use todo_shared::readiness::{Readiness, ReadyGate};
 use todo_shared::server::GrpcHost;
 use todo_shared::token::TokenKeys;

@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use todo_contract::auth::v1 as pb;
+use todo_contract::auth::v1::auth_service_server::AuthService;
 use todo_shared::auth::authenticate;
-use todo_shared::pb::auth::v1 as pb;
-use todo_shared::pb::auth::v1::auth_service_server::AuthService;
 use tonic::{Request, Response, Status};
 
 use crate::accounts::Accounts;

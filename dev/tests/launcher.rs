@@ -9,10 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use todo_shared::pb::auth::v1::auth_service_client::AuthServiceClient;
-use todo_shared::pb::auth::v1::{GetCurrentUserRequest, LoginRequest, SignUpRequest};
-use todo_shared::pb::task::v1::task_service_client::TaskServiceClient;
-use todo_shared::pb::task::v1::{CreateTaskRequest, ListTasksRequest};
+use todo_contract::auth::v1::auth_service_client::AuthServiceClient;
+use todo_contract::auth::v1::{GetCurrentUserRequest, LoginRequest, SignUpRequest};
+use todo_contract::task::v1::task_service_client::TaskServiceClient;
+use todo_contract::task::v1::{CreateTaskRequest, ListTasksRequest};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;

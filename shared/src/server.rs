@@ -200,7 +200,7 @@ fn add_reflection(routes: &mut RoutesBuilder, service_name: &'static str) {
     // or tools would offer the other service's methods and get UNIMPLEMENTED.
     let builder = |reflection: &'static str| {
         tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(todo_contract::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name(service_name)
             .with_service_name(HEALTH)

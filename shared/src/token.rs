@@ -122,9 +122,9 @@ pub struct TokenKeys {
     validation: Validation,
     issuer: String,
     audience: String,
-    /// Token (the whole string, signature included) -> its user and `exp`. Measured: a full
-    /// verification (two base64 decodes, two JSON parses, HMAC-SHA256) costs ~2 µs, about 4% of
-    /// a GetTask's server CPU; a hit costs a SipHash of the token and a lock.
+    /// Token (the whole string, signature included) -> its user and `exp`: a client sends the
+    /// same token on every call, and a hit costs a hash of the string and a lock where a full
+    /// verification costs two base64 decodes, two JSON parses and an HMAC (BENCHMARKS.md).
     verified: Mutex<HashMap<Box<str>, Verified>>,
 }
 

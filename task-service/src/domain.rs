@@ -1,7 +1,7 @@
 //! Task values that are valid by construction, parsed from the requests at the edge.
 
 use time::OffsetDateTime;
-use todo_shared::pb::task::v1 as pb;
+use todo_contract::task::v1 as pb;
 use todo_shared::timestamp;
 use todo_shared::validation::FieldViolations;
 use uuid::Uuid;

@@ -14,9 +14,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use todo_contract::task::v1::task_service_server::TaskServiceServer;
 use todo_shared::auth::RequireBearer;
 use todo_shared::db::Pool;
-use todo_shared::pb::task::v1::task_service_server::TaskServiceServer;
 use todo_shared::readiness::Readiness;
 use todo_shared::server::GrpcHost;
 use todo_shared::token::TokenKeys;

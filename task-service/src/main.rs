@@ -3,12 +3,11 @@ use std::process::ExitCode;
 use task_service::{Application, Config};
 use todo_shared::config::{EXIT_BAD_CONFIG, Env};
 
-// mimalloc rather than glibc's malloc: a ListTasks(100) page allocates some 500 times, and
-// glibc spent ~16% of task-service's CPU in malloc, free and arena consolidation. Measured
-// with todo-bench A/B (BENCHMARKS.md): CPU per ListTasks(100) call -24% to -30%, GetTask
-// -7% to -13%, for ~0.4 MiB more RSS at rest. auth-service keeps glibc: its 19 MiB argon2
-// blocks must go back to the OS when logins stop, and glibc unmaps them on free where
-// mimalloc keeps them until its next purge, which an idle process never reaches.
+// mimalloc rather than glibc's malloc: a ListTasks(100) page allocates hundreds of times, and
+// glibc spends a good share of task-service's CPU in malloc, free and arena consolidation
+// (BENCHMARKS.md has the A/B). auth-service keeps glibc: its 19 MiB argon2 blocks must go
+// back to the OS when logins stop, and glibc unmaps them on free where mimalloc keeps them
+// until its next purge, which an idle process never reaches.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

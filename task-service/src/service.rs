@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use todo_contract::task::v1 as pb;
+use todo_contract::task::v1::task_service_server::TaskService;
 use todo_shared::auth::AuthenticatedUser;
-use todo_shared::pb::task::v1 as pb;
-use todo_shared::pb::task::v1::task_service_server::TaskService;
 use todo_shared::validation::FieldViolations;
 use tonic::{Request, Response, Status};
 

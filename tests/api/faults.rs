@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use todo_shared::pb::task::v1::CreateTaskRequest;
+use todo_contract::task::v1::CreateTaskRequest;
 use todo_tests::proxy::{FaultyProxy, Mode};
 use todo_tests::*;
 use tonic::Code;

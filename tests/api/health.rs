@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use todo_shared::pb::auth::v1::SignUpRequest;
-use todo_shared::pb::task::v1::ListTasksRequest;
+use todo_contract::auth::v1::SignUpRequest;
+use todo_contract::task::v1::ListTasksRequest;
 use todo_tests::proxy::FaultyProxy;
 use todo_tests::*;
 use tonic::Code;

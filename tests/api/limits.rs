@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use todo_contract::task::v1::{CreateTaskRequest, ListTasksRequest};
 use todo_shared::db::{DatabaseUrl, PoolSettings};
-use todo_shared::pb::task::v1::{CreateTaskRequest, ListTasksRequest};
 use todo_tests::adversary::raw_h2_status;
 use todo_tests::*;
 use tonic::Code;

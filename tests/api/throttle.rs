@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use auth_service::throttle::{Rate, ThrottleConfig, TrustedProxies};
-use todo_shared::pb::auth::v1::{LoginRequest, SignUpRequest};
+use todo_contract::auth::v1::{LoginRequest, SignUpRequest};
 use todo_tests::*;
 use tonic::Code;
 use tonic_types::StatusExt as _;

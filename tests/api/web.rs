@@ -4,8 +4,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use prost::Message as _;
-use todo_shared::pb::auth::v1::{SignUpRequest, SignUpResponse};
-use todo_shared::pb::task::v1::ListTasksRequest;
+use todo_contract::auth::v1::{SignUpRequest, SignUpResponse};
+use todo_contract::task::v1::ListTasksRequest;
 use todo_tests::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 

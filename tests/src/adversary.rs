@@ -55,7 +55,7 @@ impl Rpc {
 }
 
 fn descriptor_set() -> FileDescriptorSet {
-    FileDescriptorSet::decode(todo_shared::pb::FILE_DESCRIPTOR_SET).expect("the descriptor set decodes")
+    FileDescriptorSet::decode(todo_contract::FILE_DESCRIPTOR_SET).expect("the descriptor set decodes")
 }
 
 /// Every RPC of `service` (a full name such as `todo.task.v1.TaskService`), in declaration

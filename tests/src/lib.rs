@@ -21,19 +21,19 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::ConnectOptions as _;
 use sqlx::postgres::PgConnectOptions;
+use todo_contract::auth::v1::auth_service_client::AuthServiceClient;
+use todo_contract::task::v1::task_service_client::TaskServiceClient;
 use todo_shared::config::{LogFilter, TokenConfig};
 use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, Pool, PoolSettings};
 use todo_shared::limits::ServerLimits;
-use todo_shared::pb::auth::v1::auth_service_client::AuthServiceClient;
-use todo_shared::pb::task::v1::task_service_client::TaskServiceClient;
 use todo_shared::token::{JwtSecret, TokenKeys};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-pub use todo_shared::pb;
+pub use todo_contract as pb;
 
 /// The secret every test service shares.
 pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
@@ -391,8 +391,8 @@ pub async fn create(
     client: &mut TaskServiceClient<Channel>,
     who: &Caller,
     title: &str,
-) -> todo_shared::pb::task::v1::Task {
-    let request = todo_shared::pb::task::v1::CreateTaskRequest { title: title.into(), ..Default::default() };
+) -> todo_contract::task::v1::Task {
+    let request = todo_contract::task::v1::CreateTaskRequest { title: title.into(), ..Default::default() };
     client.create_task(bearer(&who.token, request)).await.expect("create task").into_inner().task.expect("task")
 }
 

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use todo_shared::pb::auth::v1 as auth_pb;
-use todo_shared::pb::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
-use todo_shared::pb::task::v1 as task_pb;
-use todo_shared::pb::task::v1::task_service_server::{TaskService, TaskServiceServer};
+use todo_contract::auth::v1 as auth_pb;
+use todo_contract::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
+use todo_contract::task::v1 as task_pb;
+use todo_contract::task::v1::task_service_server::{TaskService, TaskServiceServer};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use todo_shared::pb::auth::v1 as auth_pb;
-use todo_shared::pb::auth::v1::auth_service_client::AuthServiceClient;
-use todo_shared::pb::task::v1 as task_pb;
-use todo_shared::pb::task::v1::task_service_client::TaskServiceClient;
+use todo_contract::auth::v1 as auth_pb;
+use todo_contract::auth::v1::auth_service_client::AuthServiceClient;
+use todo_contract::task::v1 as task_pb;
+use todo_contract::task::v1::task_service_client::TaskServiceClient;
 use tonic::Request;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;

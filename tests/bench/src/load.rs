@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use todo_shared::pb::auth::v1 as auth_pb;
-use todo_shared::pb::auth::v1::auth_service_client::AuthServiceClient;
-use todo_shared::pb::task::v1 as task_pb;
-use todo_shared::pb::task::v1::task_service_client::TaskServiceClient;
+use todo_contract::auth::v1 as auth_pb;
+use todo_contract::auth::v1::auth_service_client::AuthServiceClient;
+use todo_contract::task::v1 as task_pb;
+use todo_contract::task::v1::task_service_client::TaskServiceClient;
 use tonic::transport::Channel;
 
 use crate::Result;

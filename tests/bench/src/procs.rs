@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use todo_shared::pb::task::v1::task_service_client::TaskServiceClient;
+use todo_contract::task::v1::task_service_client::TaskServiceClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -93,7 +93,7 @@ impl Proc {
                 );
             }
             if let Ok(channel) = tonic::transport::Endpoint::from_shared(uri.clone())?.connect().await {
-                let request = todo_shared::pb::task::v1::DeleteTaskRequest::default();
+                let request = todo_contract::task::v1::DeleteTaskRequest::default();
                 if TaskServiceClient::new(channel).delete_task(request).await.is_ok() {
                     return Ok(());
                 }

@@ -26,8 +26,8 @@ use task_service::domain::{
 };
 use task_service::page_token::PageTokens;
 use todo_fuzz::{SECRET, USER};
-use todo_shared::pb::auth::v1 as auth;
-use todo_shared::pb::task::v1 as task;
+use todo_contract::auth::v1 as auth;
+use todo_contract::task::v1 as task;
 use todo_shared::timestamp;
 use todo_shared::validation::FieldViolations;
 use unicode_normalization::UnicodeNormalization;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use todo_shared::pb::auth::v1::{GetCurrentUserRequest, LoginRequest, SignUpRequest};
-use todo_shared::pb::task::v1::CreateTaskRequest;
+use todo_contract::auth::v1::{GetCurrentUserRequest, LoginRequest, SignUpRequest};
+use todo_contract::task::v1::CreateTaskRequest;
 use todo_tests::*;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
