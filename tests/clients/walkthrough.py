@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Runs the walkthrough (docs/walkthrough.md) against a running pair and checks every answer.
 
-Every fenced `sh` block between the `readme-examples:begin` and `readme-examples:end`
+Every fenced `sh` block between the `examples:begin` and `examples:end`
 markers runs, in order, in one bash session (so `TOKEN=...` carries over). A `json` block
 right after an `sh` block is the answer that block must print, compared by shape:
 
 - objects need the same keys, arrays the same length, numbers and booleans the same value;
-- a string equal to the README's is always fine; otherwise the README's string may stand
+- a string equal to the page's is always fine; otherwise the page's string may stand
   for a value that differs per run: a UUID, an RFC 3339 time, or text ending in `...`
   (the actual value must start with what comes before the `...`);
 - an answer with a `code` key is an error, and the command must fail.
@@ -14,7 +14,7 @@ right after an `sh` block is the answer that block must print, compared by shape
 A `text` block right after an `sh` block is the exact output, line for line; one whose
 first line is `ERROR:` (grpcurl's error report) also means the command must fail.
 
-Usage: AUTH_ADDR=127.0.0.1:PORT TASK_ADDR=127.0.0.1:PORT BUF=/path/to/buf readme_examples.py [PAGE.md]
+Usage: AUTH_ADDR=127.0.0.1:PORT TASK_ADDR=127.0.0.1:PORT BUF=/path/to/buf walkthrough.py [PAGE.md]
 The page's addresses (127.0.0.1:50051 and :50052) are replaced by the given ones, and
 `npx --yes @bufbuild/buf` by `$BUF` (the version CI pins); `grpcurl` must be on PATH.
 """
@@ -31,11 +31,11 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
-def blocks(readme: str):
+def blocks(page: str):
     """The fenced blocks of the marked section, as (language, text)."""
-    begin = readme.index("<!-- readme-examples:begin -->")
-    end = readme.index("<!-- readme-examples:end -->")
-    return re.findall(r"^```(\w*)\n(.*?)^```$", readme[begin:end], flags=re.S | re.M)
+    begin = page.index("<!-- examples:begin -->")
+    end = page.index("<!-- examples:end -->")
+    return re.findall(r"^```(\w*)\n(.*?)^```$", page[begin:end], flags=re.S | re.M)
 
 
 def commands(script: str):
@@ -62,7 +62,7 @@ def matches(expected, actual, path="$"):
     """None if `actual` has the shape of `expected`, else why not."""
     if isinstance(expected, dict):
         if not isinstance(actual, dict) or set(expected) != set(actual):
-            return f"{path}: keys {sorted(actual) if isinstance(actual, dict) else actual!r}, README shows {sorted(expected)}"
+            return f"{path}: keys {sorted(actual) if isinstance(actual, dict) else actual!r}, the page shows {sorted(expected)}"
         for key in expected:
             why = matches(expected[key], actual[key], f"{path}.{key}")
             if why:
@@ -70,7 +70,7 @@ def matches(expected, actual, path="$"):
         return None
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(expected) != len(actual):
-            return f"{path}: {actual!r}, README shows {len(expected)} item(s)"
+            return f"{path}: {actual!r}, the page shows {len(expected)} item(s)"
         for n, (e, a) in enumerate(zip(expected, actual)):
             why = matches(e, a, f"{path}[{n}]")
             if why:
@@ -85,15 +85,15 @@ def matches(expected, actual, path="$"):
             return None
         if expected.endswith("...") and actual.startswith(expected[:-3]) and actual:
             return None
-        return f"{path}: {actual!r}, README shows {expected!r}"
-    return None if expected == actual else f"{path}: {actual!r}, README shows {expected!r}"
+        return f"{path}: {actual!r}, the page shows {expected!r}"
+    return None if expected == actual else f"{path}: {actual!r}, the page shows {expected!r}"
 
 
 def main() -> int:
     auth, tasks, buf = os.environ["AUTH_ADDR"], os.environ["TASK_ADDR"], os.environ["BUF"]
-    readme = (Path(sys.argv[1]) if len(sys.argv) > 1 else PAGE).read_text()
+    page = (Path(sys.argv[1]) if len(sys.argv) > 1 else PAGE).read_text()
     pairs = []  # (sh text, expected json, expected lines or None)
-    found = blocks(readme)
+    found = blocks(page)
     for n, (lang, text) in enumerate(found):
         if lang != "sh":
             continue
@@ -133,11 +133,11 @@ def main() -> int:
         if failed and not wants_error:
             problem = "the command failed"
         elif wants_error and not failed:
-            problem = "the README shows an error but the command succeeded"
+            problem = "the the page shows an error but the command succeeded"
         elif isinstance(expected, list):
             lines = [line for line in output.splitlines() if line.strip()]
             if lines != expected:
-                problem = f"printed {lines}, README shows {expected}"
+                problem = f"printed {lines}, the page shows {expected}"
         elif expected is not None:
             docs = json_documents(output)
             if not docs:
