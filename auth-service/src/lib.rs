@@ -3,6 +3,7 @@
 //! [`Application`] is the whole service; `main` and the tests start it the same way.
 
 pub mod accounts;
+pub mod argon2id;
 pub mod config;
 pub mod domain;
 pub mod error;

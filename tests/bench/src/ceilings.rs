@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
-use auth_service::password::{M_COST_KIB, P_COST, T_COST};
+use auth_service::argon2id::{M_COST_KIB, P_COST, T_COST};
 
 use crate::Result;
 use crate::load::Timing;

@@ -576,7 +576,7 @@ impl Harness {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let memory =
-            MemoryNotes { services, hash_slots, hash_mib: f64::from(auth_service::password::M_COST_KIB) / 1024.0 };
+            MemoryNotes { services, hash_slots, hash_mib: f64::from(auth_service::argon2id::M_COST_KIB) / 1024.0 };
         Ok(Report { header, rows, interference, overhead, memory, comparison: Vec::new() })
     }
 }
