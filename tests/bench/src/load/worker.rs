@@ -1,13 +1,10 @@
-//! The load generator: N workers in a closed loop (each sends its next request as soon as the
-//! previous one is answered), spread round-robin over up to eight HTTP/2 connections, a
-//! warm-up, then a measured window. Every answer is checked: a non-OK status, or an OK with
-//! the wrong content, is counted by kind and never as a success.
+//! One worker of the load generator: its next request of the group's kind, the check of the
+//! answer, and the closed loop that times each call and counts failures by kind.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use todo_contract::auth::v1 as auth_pb;
 use todo_contract::auth::v1::auth_service_client::AuthServiceClient;
@@ -16,98 +13,9 @@ use todo_contract::task::v1::task_service_client::TaskServiceClient;
 use tonic::transport::Channel;
 
 use crate::Result;
-use crate::fixture::{Fixture, LIST_TASKS, authed, connect, new_task};
+use crate::fixture::{Fixture, LIST_TASKS, authed, new_task};
 
-/// Connections per target: enough to spread the work over the server's runtime workers
-/// without one connection per in-flight request.
-const MAX_CONNECTIONS: usize = 8;
-/// A call that takes this long is a failure of its own ("client timeout"), not a hang.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Login,
-    GetCurrentUser,
-    GetTask,
-    ListTasks,
-    CreateTask,
-    UpdateTask,
-    Mixed,
-    /// GetTask on the hundred tasks of one user (the ListTasks user): the token-overhead
-    /// comparison, where the no-auth host serves a single fixed user.
-    GetTaskOneUser,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Login => "Login",
-            Self::GetCurrentUser => "GetCurrentUser",
-            Self::GetTask => "GetTask",
-            Self::ListTasks => "ListTasks(100)",
-            Self::CreateTask => "CreateTask",
-            Self::UpdateTask => "UpdateTask",
-            Self::Mixed => "Mixed",
-            Self::GetTaskOneUser => "GetTask(one user)",
-        }
-    }
-
-    pub fn on_auth_service(self) -> bool {
-        matches!(self, Self::Login | Self::GetCurrentUser)
-    }
-}
-
-/// One set of workers driving one kind of request at one server.
-#[derive(Debug, Clone)]
-pub struct Group {
-    pub kind: Kind,
-    pub in_flight: usize,
-    pub addr: SocketAddr,
-    /// The echo server cannot know whose token it got: skip the per-user content checks.
-    pub echo: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    pub warmup: Duration,
-    pub window: Duration,
-}
-
-/// What one group did in the measured window (errors: warm-up included).
-#[derive(Debug, Clone)]
-pub struct Stats {
-    pub kind: Kind,
-    pub in_flight: usize,
-    pub ok: u64,
-    pub elapsed: Duration,
-    /// Latencies of the successful calls answered in the window, sorted, in nanoseconds.
-    pub latencies: Vec<u64>,
-    /// Failures by kind, with one example message each.
-    pub errors: BTreeMap<String, (u64, String)>,
-}
-
-impl Stats {
-    pub fn rps(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// Nearest-rank percentile, in milliseconds.
-    pub fn percentile_ms(&self, q: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
-        self.latencies[rank - 1] as f64 / 1e6
-    }
-
-    pub fn error_count(&self) -> u64 {
-        self.errors.values().map(|(n, _)| n).sum()
-    }
-}
+use super::{CALL_TIMEOUT, Group, Kind, MEASURE, STOP};
 
 /// Why one call failed.
 struct Failure {
@@ -131,7 +39,7 @@ struct Owned {
     deletable: Vec<String>,
 }
 
-struct Worker {
+pub(super) struct Worker {
     kind: Kind,
     index: usize,
     echo: bool,
@@ -144,7 +52,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(group: &Group, index: usize, fixture: Arc<Fixture>, channel: Channel) -> Self {
+    pub(super) fn new(group: &Group, index: usize, fixture: Arc<Fixture>, channel: Channel) -> Self {
         let (kind, in_flight) = (group.kind, group.in_flight);
         let owned = if kind == Kind::Mixed {
             // Each user belongs to exactly one worker, so no two workers ever race on a task
@@ -336,13 +244,13 @@ impl Worker {
     }
 }
 
-struct WorkerOut {
-    ok: u64,
-    latencies: Vec<u64>,
-    errors: BTreeMap<String, (u64, String)>,
+pub(super) struct WorkerOut {
+    pub(super) ok: u64,
+    pub(super) latencies: Vec<u64>,
+    pub(super) errors: BTreeMap<String, (u64, String)>,
 }
 
-async fn drive(mut worker: Worker, phase: Arc<AtomicU8>) -> WorkerOut {
+pub(super) async fn drive(mut worker: Worker, phase: Arc<AtomicU8>) -> WorkerOut {
     let mut out = WorkerOut { ok: 0, latencies: Vec::with_capacity(1 << 14), errors: BTreeMap::new() };
     while phase.load(Ordering::Acquire) != STOP {
         let start = Instant::now();
@@ -368,68 +276,4 @@ async fn drive(mut worker: Worker, phase: Arc<AtomicU8>) -> WorkerOut {
     }
     worker.finish();
     out
-}
-
-/// Hooks the orchestrator runs at the edges of the measured window (CPU counters, RSS peaks).
-pub trait WindowProbe {
-    fn warmup_started(&mut self);
-    fn window_started(&mut self);
-    fn window_ended(&mut self);
-}
-
-/// Runs all `groups` at once under one warm-up and one window.
-pub async fn run(
-    groups: &[Group],
-    fixture: &Arc<Fixture>,
-    timing: Timing,
-    probe: &mut dyn WindowProbe,
-) -> Result<Vec<Stats>> {
-    let phase = Arc::new(AtomicU8::new(WARMUP));
-    let mut handles = Vec::new();
-    for group in groups {
-        let connections = group.in_flight.min(MAX_CONNECTIONS);
-        let mut channels = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            channels.push(connect(group.addr).await?);
-        }
-        let workers: Vec<_> = (0..group.in_flight)
-            .map(|i| {
-                let worker = Worker::new(group, i, fixture.clone(), channels[i % connections].clone());
-                tokio::spawn(drive(worker, phase.clone()))
-            })
-            .collect();
-        handles.push(workers);
-    }
-    probe.warmup_started();
-    tokio::time::sleep(timing.warmup).await;
-    probe.window_started();
-    phase.store(MEASURE, Ordering::Release);
-    let start = Instant::now();
-    tokio::time::sleep(timing.window).await;
-    phase.store(STOP, Ordering::Release);
-    let elapsed = start.elapsed();
-    probe.window_ended();
-
-    let mut results = Vec::new();
-    for (group, workers) in groups.iter().zip(handles) {
-        let mut stats = Stats {
-            kind: group.kind,
-            in_flight: group.in_flight,
-            ok: 0,
-            elapsed,
-            latencies: Vec::new(),
-            errors: BTreeMap::new(),
-        };
-        for worker in workers {
-            let out = worker.await?;
-            stats.ok += out.ok;
-            stats.latencies.extend(out.latencies);
-            for (label, (n, message)) in out.errors {
-                stats.errors.entry(label).or_insert((0, message)).0 += n;
-            }
-        }
-        stats.latencies.sort_unstable();
-        results.push(stats);
-    }
-    Ok(results)
 }

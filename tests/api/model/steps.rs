@@ -1,17 +1,7 @@
-//! Model-based property test: random sequences of CreateTask, GetTask, ListTasks (paged, with
-//! and without the `completed` filter), UpdateTask (with no, the current or a stale etag) and
-//! DeleteTask by three users, each answer checked against an in-memory model, and the tasks
-//! table compared with the model after every step. No answer may ever contain a task of
-//! another user.
-//!
-//! The run is reproducible: `TEST_MODEL_SEED=<seed>` replays a run (the seed is printed at the
-//! start and in every failure), `TEST_MODEL_STEPS=<n>` changes its length (default 300).
+//! The steps of the model test: one CreateTask, GetTask, ListTasks, UpdateTask or DeleteTask,
+//! its answer checked against the model, and the model updated to match.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use prost_types::Timestamp;
-use todo_tests::adversary::{Rng, TaskRow, task_rows};
+use todo_tests::adversary::Rng;
 use todo_tests::pb::task::v1::task_service_client::TaskServiceClient;
 use todo_tests::pb::task::v1::{
     CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest, Task, UpdateTaskRequest,
@@ -21,99 +11,8 @@ use tonic::Code;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-on_both_backends!(random_operations_by_three_users_match_the_model);
-
-const DEFAULT_STEPS: usize = 300;
-const USERS: usize = 3;
-
-struct User {
-    id: Uuid,
-    token: String,
-}
-
-/// A live task as the model knows it.
-#[derive(Debug, Clone)]
-struct Entry {
-    owner: usize,
-    /// Exactly what the server must answer for it.
-    task: Task,
-    /// The `version` column: 1 plus the number of successful updates.
-    version: i64,
-    /// Etags it had before the current one.
-    old_etags: Vec<String>,
-}
-
-/// What a CreateTask `request_id` was first used for.
-#[derive(Debug, Clone)]
-struct Key {
-    fingerprint: (String, String, Option<Timestamp>),
-    task_id: String,
-}
-
-#[derive(Default)]
-struct Model {
-    live: BTreeMap<String, Entry>,
-    /// Every task id ever created, with its owner (deleted ones included).
-    owners: BTreeMap<String, usize>,
-    deleted: Vec<String>,
-    keys: BTreeMap<(usize, String), Key>,
-}
-
-impl Model {
-    /// The user's tasks that match `completed`, newest first (ties: larger id first).
-    fn listing(&self, user: usize, completed: Option<bool>) -> Vec<Task> {
-        let mut tasks: Vec<Task> = self
-            .live
-            .values()
-            .filter(|e| e.owner == user && completed.is_none_or(|c| e.task.completed == c))
-            .map(|e| e.task.clone())
-            .collect();
-        let key = |t: &Task| {
-            let created = t.create_time.as_ref().map(|c| (c.seconds, c.nanos));
-            (created, Uuid::parse_str(&t.id).unwrap())
-        };
-        tasks.sort_by_key(|t| std::cmp::Reverse(key(t)));
-        tasks
-    }
-}
-
-/// A text of 1..=max characters from a mixed alphabet (multi-byte characters included).
-fn text(rng: &mut Rng, max: usize) -> String {
-    const ALPHABET: &[&str] = &["a", "b", "k", "z", "Q", "7", " ", "é", "ß", "中", "😀", "-", "'"];
-    let len = 1 + rng.below(max);
-    let mut s: String = (0..len).map(|_| *rng.pick(ALPHABET)).collect();
-    if s.trim().is_empty() {
-        s.push('x');
-    }
-    s
-}
-
-/// A title as a client might type it: surrounding whitespace the server trims.
-fn title(rng: &mut Rng) -> String {
-    let pad =
-        |rng: &mut Rng| if rng.chance(30) { (*rng.pick(&[" ", "  ", "\t", "\n "])).to_owned() } else { String::new() };
-    format!("{}{}{}", pad(rng), text(rng, 24), pad(rng))
-}
-
-fn description(rng: &mut Rng) -> String {
-    if rng.chance(20) { String::new() } else { text(rng, 40) }
-}
-
-/// A due time anywhere from 1970 to 2096, with nanoseconds the server truncates to micros.
-fn due_time(rng: &mut Rng) -> Timestamp {
-    Timestamp { seconds: (rng.next_u64() % 4_000_000_000) as i64, nanos: (rng.next_u64() % 1_000_000_000) as i32 }
-}
-
-fn truncated(ts: &Timestamp) -> Timestamp {
-    Timestamp { seconds: ts.seconds, nanos: ts.nanos - ts.nanos % 1_000 }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
+use super::inputs::{Target, description, due_time, etag_for, pick_target, title, truncated};
+use super::{Entry, Key, Model, User};
 
 fn check(result: Result<tonic::Response<impl Sized>, tonic::Status>, expected: Code, ctx: &str) {
     match result {
@@ -123,98 +22,7 @@ fn check(result: Result<tonic::Response<impl Sized>, tonic::Status>, expected: C
     }
 }
 
-/// Whom a get, update or delete is aimed at.
-enum Target {
-    Own(String),
-    /// Another user's task, a deleted one, or an id that never existed: NOT_FOUND.
-    NotMine(String),
-}
-
-fn pick_target(rng: &mut Rng, model: &Model, user: usize) -> Target {
-    let own: Vec<&String> = model.live.values().filter(|e| e.owner == user).map(|e| &e.task.id).collect();
-    let others: Vec<&String> = model.live.values().filter(|e| e.owner != user).map(|e| &e.task.id).collect();
-    let roll = rng.below(100);
-    if roll < 70 && !own.is_empty() {
-        Target::Own((*rng.pick(&own)).clone())
-    } else if roll < 82 && !others.is_empty() {
-        Target::NotMine((*rng.pick(&others)).clone())
-    } else if roll < 92 && !model.deleted.is_empty() {
-        Target::NotMine(rng.pick(&model.deleted).clone())
-    } else {
-        Target::NotMine(Uuid::now_v7().to_string())
-    }
-}
-
-/// An etag to send: none, the current one, or a stale or foreign one (which must fail).
-fn etag_for(rng: &mut Rng, entry: Option<&Entry>) -> (String, bool) {
-    match rng.below(10) {
-        0..=4 => (String::new(), false),
-        5..=7 => (entry.map(|e| e.task.etag.clone()).unwrap_or_else(|| "\"1\"".into()), false),
-        _ => match entry {
-            Some(e) if !e.old_etags.is_empty() => (rng.pick(&e.old_etags).clone(), true),
-            _ => ((*rng.pick(&["\"0\"", "\"999\"", "bogus", "W/\"1\""])).to_owned(), true),
-        },
-    }
-}
-
-async fn random_operations_by_three_users_match_the_model(backend: Backend) {
-    let seed: u64 = env_or("TEST_MODEL_SEED", Rng::fresh_seed());
-    let steps: usize = env_or("TEST_MODEL_STEPS", DEFAULT_STEPS);
-    eprintln!("model test on {backend:?}: TEST_MODEL_SEED={seed} TEST_MODEL_STEPS={steps}");
-    let mut rng = Rng::new(seed);
-
-    let tasks = start_tasks(backend).await;
-    let mut client = task_client(&tasks).await;
-    let users: Vec<User> = (0..USERS)
-        .map(|_| {
-            let id = Uuid::new_v4();
-            let token = keys().mint(id, &format!("{id}@example.com"), Duration::from_secs(3600)).unwrap().token;
-            User { id, token }
-        })
-        .collect();
-    let mut model = Model::default();
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-
-    for step in 0..steps {
-        let user = rng.below(USERS);
-        let ctx = |op: &str| format!("seed {seed}, step {step}, user {user}: {op}");
-        let op = match rng.below(100) {
-            0..=24 => "create",
-            25..=39 => "get",
-            40..=54 => "list",
-            55..=84 => "update",
-            _ => "delete",
-        };
-        *counts.entry(op).or_default() += 1;
-        let outcome = match op {
-            "create" => create_step(&mut rng, &mut client, &users, &mut model, user, &ctx("create")).await,
-            "get" => get_step(&mut rng, &mut client, &users, &model, user, &ctx("get")).await,
-            "list" => list_step(&mut rng, &mut client, &users, &model, user, &ctx("list")).await,
-            "update" => update_step(&mut rng, &mut client, &users, &mut model, user, &ctx("update")).await,
-            _ => delete_step(&mut rng, &mut client, &users, &mut model, user, &ctx("delete")).await,
-        };
-        *outcomes.entry(format!("{op}: {outcome}")).or_default() += 1;
-        assert_database_matches(&tasks.db, &users, &model, &ctx("database after the step")).await;
-    }
-
-    // Finally every user's complete listing, one page, against the model.
-    for (user, who) in users.iter().enumerate() {
-        let listed = client
-            .list_tasks(bearer(&who.token, ListTasksRequest { page_size: 500, ..Default::default() }))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(listed.tasks, model.listing(user, None), "seed {seed}: final listing of user {user}");
-    }
-    eprintln!(
-        "model test on {backend:?}: {steps} steps {counts:?}, {} live tasks, {} deleted; outcomes {outcomes:#?}",
-        model.live.len(),
-        model.deleted.len()
-    );
-}
-
-async fn create_step(
+pub(super) async fn create_step(
     rng: &mut Rng,
     client: &mut TaskServiceClient<Channel>,
     users: &[User],
@@ -285,7 +93,7 @@ async fn create_step(
     }
 }
 
-async fn get_step(
+pub(super) async fn get_step(
     rng: &mut Rng,
     client: &mut TaskServiceClient<Channel>,
     users: &[User],
@@ -308,7 +116,7 @@ async fn get_step(
     }
 }
 
-async fn list_step(
+pub(super) async fn list_step(
     rng: &mut Rng,
     client: &mut TaskServiceClient<Channel>,
     users: &[User],
@@ -358,7 +166,7 @@ async fn list_step(
     }
 }
 
-async fn update_step(
+pub(super) async fn update_step(
     rng: &mut Rng,
     client: &mut TaskServiceClient<Channel>,
     users: &[User],
@@ -455,7 +263,7 @@ async fn update_step(
     if request.etag.is_empty() { "updated" } else { "updated with its etag" }
 }
 
-async fn delete_step(
+pub(super) async fn delete_step(
     rng: &mut Rng,
     client: &mut TaskServiceClient<Channel>,
     users: &[User],
@@ -487,36 +295,5 @@ async fn delete_step(
             model.deleted.push(id);
             "deleted"
         }
-    }
-}
-
-/// The tasks table holds exactly the model's live tasks, each with the right owner, fields
-/// and version.
-async fn assert_database_matches(db: &TestDb, users: &[User], model: &Model, ctx: &str) {
-    let rows = task_rows(db).await;
-    let expected: BTreeMap<Uuid, TaskRow> = model
-        .live
-        .values()
-        .map(|e| {
-            let id = Uuid::parse_str(&e.task.id).unwrap();
-            let row = TaskRow {
-                id,
-                user_id: users[e.owner].id,
-                title: e.task.title.clone(),
-                description: e.task.description.clone(),
-                completed: e.task.completed,
-                version: e.version,
-            };
-            (id, row)
-        })
-        .collect();
-    if rows != expected {
-        let missing: Vec<_> = expected.keys().filter(|k| !rows.contains_key(k)).collect();
-        let extra: Vec<_> = rows.keys().filter(|k| !expected.contains_key(k)).collect();
-        let differ: Vec<_> =
-            expected.iter().filter(|(k, v)| rows.get(k).is_some_and(|r| r != *v)).map(|(k, v)| (v, &rows[k])).collect();
-        panic!(
-            "{ctx}: the database differs from the model: missing {missing:?}, extra {extra:?}, differing (model, database) {differ:#?}"
-        );
     }
 }
