@@ -173,11 +173,24 @@ impl Pool {
         }
     }
 
-    /// Drops the idle connections, presumed dead after a failed ping, so that queries
-    /// reconnect rather than fail.
-    pub fn forget_idle(&self) {
-        if let Self::Postgres(pool) = self {
-            pool.forget_idle();
+    /// Whether the database answers a query within `within`. On PostgreSQL a connection that
+    /// was lent but then failed or timed out marks the others stale (after a restart or a
+    /// network cut they are all dead); a busy pool that lends none within its acquire timeout
+    /// says nothing about them.
+    pub async fn is_reachable(&self, within: Duration) -> bool {
+        match self {
+            Self::Postgres(pool) => {
+                let Ok(mut conn) = pool.acquire().await else { return false };
+                let answered = tokio::time::timeout(within, sqlx::query("SELECT 1").execute(&mut conn)).await;
+                let up = matches!(answered, Ok(Ok(_)));
+                if !up {
+                    pool.forget_idle();
+                }
+                up
+            }
+            Self::Sqlite(pool) => {
+                matches!(tokio::time::timeout(within, sqlx::query("SELECT 1").execute(pool)).await, Ok(Ok(_)))
+            }
         }
     }
 

@@ -78,6 +78,12 @@ impl PostgresPool {
             .idle_timeout(IDLE_TIMEOUT)
             // `is_valid` asks no server: it only drops connections known to be stale.
             .test_on_check_out(true)
+            // The most recently used first, so a quiet service keeps a few connections warm
+            // and lets the rest reach the idle timeout.
+            .queue_strategy(bb8::QueueStrategy::Lifo)
+            // bb8 connects in the background and a waiting caller only sees a timeout: the
+            // reason (refused, bad password, no such database) is logged here.
+            .error_sink(Box::new(ConnectErrorLog::default()))
             .build_unchecked(manager);
         Self { pool, shared }
     }
@@ -100,7 +106,8 @@ impl PostgresPool {
         self.pool.state().idle_connections as usize
     }
 
-    /// Drops the idle connections (the database failed a ping: they are presumed dead).
+    /// Marks every connection opened so far as stale (a ping failed on one of them, so they
+    /// are presumed dead): idle ones are dropped when next taken, lent ones when they return.
     pub fn forget_idle(&self) {
         self.shared.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -115,6 +122,31 @@ impl PostgresPool {
                 _ => break,
             }
         }
+    }
+}
+
+/// Logs why connecting failed, at most once per [`ConnectErrorLog::EVERY`]: bb8 retries in
+/// the background while the database is down, several times a second.
+#[derive(Debug, Clone, Default)]
+struct ConnectErrorLog {
+    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl ConnectErrorLog {
+    const EVERY: Duration = Duration::from_secs(10);
+}
+
+impl bb8::ErrorSink<sqlx::Error> for ConnectErrorLog {
+    fn sink(&self, error: sqlx::Error) {
+        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= Self::EVERY) {
+            *last = Some(std::time::Instant::now());
+            tracing::warn!(error = %error, "cannot connect to PostgreSQL; retrying");
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<sqlx::Error>> {
+        Box::new(self.clone())
     }
 }
 
@@ -190,6 +222,26 @@ impl PgConn {
     /// error midway would leave held).
     pub fn retire(&mut self) {
         self.0.retire = true;
+    }
+
+    /// Opens a transaction. Through here rather than `PgConnection::begin`: sqlx counts the
+    /// transaction only once BEGIN's answer arrives, so a call cancelled while waiting for it
+    /// would otherwise return a connection that looks clean with a transaction open on the
+    /// server (transact-rs/sqlx#4393), and every later autocommit write on it would be lost.
+    pub async fn begin(&mut self) -> Result<sqlx::Transaction<'_, Postgres>, sqlx::Error> {
+        let (conn, busy, broken, shared) = self.parts();
+        *busy = true;
+        match conn.begin().await {
+            Ok(transaction) => {
+                *busy = false;
+                Ok(transaction)
+            }
+            // Left busy: whatever BEGIN did, the connection is not lent again.
+            Err(err) => {
+                note_failure(&err, broken, shared);
+                Err(err)
+            }
+        }
     }
 
     /// The connection and its two flags, borrowed separately.

@@ -177,9 +177,10 @@ impl GrpcHost {
         };
         if let Some((pool, supervisor)) = database {
             supervisor.abort();
-            // Closing waits for every connection to come back, and a call abandoned at the
-            // drain deadline may hold one until its statement times out: give it a moment,
-            // then let the process exit (the database ends the session when the socket closes).
+            // Closing drops the idle connections (SQLite's pool also waits for lent ones, and
+            // a call abandoned at the drain deadline may hold one until its statement times
+            // out): give it a moment, then let the process exit (the database ends the
+            // session when the socket closes).
             if tokio::time::timeout(Duration::from_secs(1), pool.close()).await.is_err() {
                 tracing::warn!("database connections still busy at exit; closing them with the process");
             }

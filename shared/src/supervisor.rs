@@ -32,11 +32,6 @@ pub async fn supervise_database(pool: Pool, migrations: &'static Migrations, rea
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let up = matches!(tokio::time::timeout(PING_TIMEOUT, pool.ping()).await, Ok(Ok(())));
-        if !up {
-            // After a restart or a network cut every idle connection is dead too.
-            pool.forget_idle();
-        }
-        readiness.set_database_up(up);
+        readiness.set_database_up(pool.is_reachable(PING_TIMEOUT).await);
     }
 }

@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::Connection as _;
 use todo_shared::db::{DatabaseUrl, PgConn, PostgresPool};
-use todo_tests::proxy::FaultyProxy;
+use todo_tests::proxy::{FaultyProxy, Mode};
 use todo_tests::*;
 
 pub(crate) fn pool_for(url: &DatabaseUrl, max: u32, acquire_timeout: Duration) -> PostgresPool {
@@ -94,6 +93,23 @@ async fn a_transaction_dropped_uncommitted_releases_its_locks_at_once() {
             .await;
     assert_eq!(lock_free.ok(), Some(0), "the dropped transaction still held its lock, or its row was kept");
     pool.close().await;
+}
+
+#[tokio::test]
+async fn a_transaction_cancelled_while_beginning_closes_its_connection() {
+    let db = postgres().await;
+    let proxy = FaultyProxy::start(db.postgres_addr()).await;
+    let pool = pool_for(&db.url_via(proxy.addr), 4, Duration::from_secs(2));
+    let mut conn = pool.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    proxy.set(Mode::Delay(Duration::from_millis(300)));
+    // Cancelled before BEGIN's answer arrives (a deadline, a client hanging up): the server has
+    // a transaction open that sqlx has not counted yet.
+    assert!(tokio::time::timeout(Duration::from_millis(50), conn.begin()).await.is_err());
+    drop(conn);
+    assert_eq!(pool.idle_count(), 0, "a connection whose BEGIN was cancelled went back to the pool");
+    proxy.set(Mode::Pass);
+    assert_ne!(backend_pid(&mut pool.acquire().await.unwrap()).await, pid);
 }
 
 #[tokio::test]

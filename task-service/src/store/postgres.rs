@@ -1,5 +1,5 @@
 use sqlx::postgres::PgRow;
-use sqlx::{Connection, Executor, Postgres, Row};
+use sqlx::{Executor, Postgres, Row};
 use time::OffsetDateTime;
 use todo_shared::db::PostgresPool;
 use todo_shared::timestamp::from_unix_micros;
