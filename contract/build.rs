@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["todo/auth/v1/auth.proto", "todo/task/v1/task.proto"];
+const PROTOS: &[&str] =
+    &["todo/auth/v1/auth.proto", "todo/auth/internal/v1/session_events.proto", "todo/task/v1/task.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");

@@ -9,6 +9,7 @@ use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::limits::ServerLimits;
 
 use crate::password::{HashLimits, MAX_CONCURRENT_HASHES};
+use crate::sessions::SessionPolicy;
 use crate::throttle::{Rate, ThrottleConfig, TrustedProxies};
 
 fn throttle_config(env: &Env) -> Result<ThrottleConfig, ConfigError> {
@@ -27,6 +28,29 @@ fn throttle_config(env: &Env) -> Result<ThrottleConfig, ConfigError> {
     })
 }
 
+fn session_policy(env: &Env) -> Result<SessionPolicy, ConfigError> {
+    let ttl = env.seconds("ACCESS_TOKEN_TTL", Config::DEFAULT_TOKEN_TTL, 1..=Config::MAX_TOKEN_TTL_SECS)?;
+    let max = Config::MAX_TOKEN_TTL_SECS * 10;
+    let max_age = env.seconds("SESSION_MAX_AGE", SessionPolicy::DEFAULT_MAX_AGE, 1..=max)?;
+    let idle_timeout = env.seconds("SESSION_IDLE_TIMEOUT", SessionPolicy::DEFAULT_IDLE_TIMEOUT, 1..=max)?;
+    let reuse_grace = env.seconds("REFRESH_REUSE_GRACE", SessionPolicy::DEFAULT_REUSE_GRACE, 0..=300)?;
+    // An access token outliving its session's refresh window would outlive the session row
+    // too, and auth-service would refuse a token task-service still honours.
+    if idle_timeout < ttl {
+        return Err(ConfigError::new(
+            "SESSION_IDLE_TIMEOUT",
+            format!("must be at least ACCESS_TOKEN_TTL ({} s)", ttl.as_secs()),
+        ));
+    }
+    if max_age < idle_timeout {
+        return Err(ConfigError::new(
+            "SESSION_MAX_AGE",
+            format!("must be at least SESSION_IDLE_TIMEOUT ({} s)", idle_timeout.as_secs()),
+        ));
+    }
+    Ok(SessionPolicy { access_token_ttl: ttl, max_age, idle_timeout, reuse_grace })
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `AUTH_LISTEN_ADDR`, default `127.0.0.1:50051`.
@@ -36,8 +60,9 @@ pub struct Config {
     pub pool: PoolSettings,
     /// `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`.
     pub token: TokenConfig,
-    /// `ACCESS_TOKEN_TTL` in seconds, default 7 days.
-    pub access_token_ttl: Duration,
+    /// `ACCESS_TOKEN_TTL`, `SESSION_MAX_AGE`, `SESSION_IDLE_TIMEOUT` (seconds),
+    /// `REFRESH_REUSE_GRACE` (seconds).
+    pub sessions: SessionPolicy,
     /// `RUST_LOG`, default `info`.
     pub log_filter: LogFilter,
     /// `TOKIO_WORKER_THREADS`, default one per core.
@@ -75,7 +100,7 @@ impl Config {
             database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,
             pool: env.pool_settings()?,
             token: env.token_config()?,
-            access_token_ttl: env.seconds("ACCESS_TOKEN_TTL", Self::DEFAULT_TOKEN_TTL, 1..=Self::MAX_TOKEN_TTL_SECS)?,
+            sessions: session_policy(env)?,
             log_filter: env.log_filter()?,
             worker_threads: env.worker_threads()?,
             cors: env.cors_origins()?,

@@ -149,10 +149,10 @@ impl Password {
     }
 
     /// Whether this is the account's email or its local part (case-insensitively).
-    fn is_email_or_local_part(&self, email: &Email) -> bool {
+    pub(crate) fn is_email_or_local_part(&self, email: &str) -> bool {
         let password = self.0.to_lowercase();
-        let local = email.as_str().split('@').next().unwrap_or_default();
-        password == email.as_str() || password == local
+        let local = email.split('@').next().unwrap_or_default();
+        password == email || password == local
     }
 
     /// A password offered at login: only emptiness and the length cap are checked, so a
@@ -219,7 +219,7 @@ impl TryFrom<pb::SignUpRequest> for NewAccount {
         let email = violations.check("email", Email::parse(&request.email));
         let mut password = violations.check("password", Password::parse_new(&request.password));
         if let (Some(email), Some(candidate)) = (&email, &password)
-            && candidate.is_email_or_local_part(email)
+            && candidate.is_email_or_local_part(email.as_str())
         {
             violations.add("password", PasswordError::SameAsEmail.to_string());
             password = None;

@@ -20,6 +20,22 @@ pub enum Error {
     InvalidCredentials,
     #[error(transparent)]
     Unauthenticated(#[from] AuthError),
+    /// Unknown, malformed, expired, revoked and reused refresh tokens alike.
+    #[error("refresh token is invalid, expired or revoked: log in again")]
+    InvalidRefreshToken,
+    /// ChangePassword or DeleteAccount with the wrong password.
+    #[error("the password is incorrect")]
+    WrongPassword,
+    /// Logout of the current session (or the others) with a token that has none.
+    #[error(
+        "this access token predates sessions and has none to end: use LOGOUT_SCOPE_ALL, or log in again for a session"
+    )]
+    NoSession,
+    /// Not one of the caller's live sessions (whether or not it is someone else's).
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("randomness unavailable: {0}")]
+    Randomness(getrandom::Error),
     /// A valid token whose user has since been deleted.
     #[error("the user of this token no longer exists")]
     UserGone,
@@ -59,7 +75,11 @@ impl From<Error> for Status {
         match err {
             Error::Invalid(violations) => violations.into(),
             Error::EmailTaken => Status::already_exists(err.to_string()),
-            Error::InvalidCredentials | Error::UserGone => Status::unauthenticated(err.to_string()),
+            Error::InvalidCredentials | Error::UserGone | Error::InvalidRefreshToken | Error::WrongPassword => {
+                Status::unauthenticated(err.to_string())
+            }
+            Error::NoSession => Status::failed_precondition(err.to_string()),
+            Error::SessionNotFound => Status::not_found(err.to_string()),
             Error::Unauthenticated(auth) => auth.into(),
             Error::Throttled(Throttled::Address(retry_after) | Throttled::Email(retry_after)) => {
                 Status::with_error_details(
@@ -74,7 +94,7 @@ impl From<Error> for Status {
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
             Error::Database(db) => todo_shared::db::status_for(&db),
-            Error::Hashing(_) | Error::Minting(_) => {
+            Error::Hashing(_) | Error::Minting(_) | Error::Randomness(_) => {
                 tracing::error!(error = %err, "internal error");
                 Status::internal("internal error")
             }

@@ -2,13 +2,17 @@
 //!
 //! [`Application`] is the whole service; `main` and the tests start it the same way.
 
+pub mod account_requests;
 pub mod accounts;
 pub mod argon2id;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod password;
+pub mod refresh_token;
 pub mod service;
+pub mod sessions;
 pub mod store;
 pub mod throttle;
 
@@ -16,18 +20,20 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use todo_contract::auth::internal::v1::session_event_service_server::SessionEventServiceServer;
 use todo_contract::auth::v1::auth_service_server::AuthServiceServer;
 use todo_shared::db::Pool;
 use todo_shared::readiness::{Readiness, ReadyGate};
 use todo_shared::server::GrpcHost;
-use todo_shared::token::TokenKeys;
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::accounts::Accounts;
 pub use crate::config::Config;
+use crate::feed::{FeedApi, FeedSignal};
 use crate::password::PasswordHasher;
 use crate::service::AuthApi;
+use crate::sessions::Sessions;
 
 /// The protobuf name of the service, as reported by health.
 pub const SERVICE_NAME: &str = "todo.auth.v1.AuthService";
@@ -64,7 +70,7 @@ impl Application {
     /// Binds the listener and wires the service. The database is connected in the background:
     /// until it answers, health says NOT_SERVING and RPCs get UNAVAILABLE.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let keys = Arc::new(TokenKeys::new(&config.token.secret, &config.token.issuer, &config.token.audience)?);
+        let keys = Arc::new(config.token.keys()?);
         let hasher = Arc::new(PasswordHasher::new(&config.hashing)?);
         let blocked = domain::load_password_blocklist();
         tracing::debug!(blocked, "common-password blocklist loaded");
@@ -75,17 +81,41 @@ impl Application {
             .with_limits(config.limits.clone())
             .with_cors(config.cors.clone());
 
-        let accounts = Arc::new(Accounts::new(store::for_pool(&pool), hasher, keys, config.access_token_ttl));
+        let store = store::for_pool(&pool);
+        let signal = FeedSignal::default();
+        let sessions = Arc::new(Sessions::new(Arc::clone(&store), Arc::clone(&keys), config.sessions, signal.clone()));
+        let accounts = Arc::new(Accounts::new(Arc::clone(&store), hasher, Arc::clone(&sessions)));
         let throttle = Arc::new(throttle::Throttle::new(&config.throttle));
         // Compressed requests are accepted (the size limit applies to the decompressed
         // message); answers go out uncompressed: they are small, and compressing costs CPU.
         let api = AuthServiceServer::new(AuthApi::new(accounts, throttle))
             .max_decoding_message_size(config.limits.max_request_bytes)
             .accept_compressed(CompressionEncoding::Gzip);
+        let feed = SessionEventServiceServer::new(FeedApi::new(
+            config.sessions.revocation_lifetime(),
+            Arc::clone(&store),
+            Arc::clone(&keys),
+            signal.clone(),
+            host.readiness(),
+        ));
         let gate = ReadyGate(host.readiness());
-        let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
+        let host = host
+            .add_service(InterceptedService::new(api, gate.clone()))
+            .add_service(InterceptedService::new(feed, gate))
+            .supervise_database(pool, &store::MIGRATIONS);
+        tokio::spawn(feed::watch_head(Arc::clone(&store), signal));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sessions::PRUNE_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(err) = sessions.prune().await {
+                    tracing::warn!(error = %err, "pruning expired sessions failed; retrying later");
+                }
+            }
+        });
 
-        tracing::info!(addr = %host.local_addr(), database = ?config.database, "auth-service listening");
+        tracing::info!(addr = %host.local_addr(), database = ?config.database, signing_kid = keys.signing_key_id(),
+            "auth-service listening");
         Ok(Self { host })
     }
 

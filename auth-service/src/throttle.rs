@@ -261,6 +261,9 @@ pub enum Throttled {
 
 pub struct Throttle {
     per_address: Option<Limiter>,
+    /// Refresh calls per address: the same rate as password attempts, counted apart so a
+    /// browser's refreshes never spend its user's login attempts.
+    refresh_per_address: Option<Limiter>,
     per_email: Option<Limiter>,
     trusted_proxies: TrustedProxies,
 }
@@ -269,6 +272,7 @@ impl Throttle {
     pub fn new(config: &ThrottleConfig) -> Self {
         Self {
             per_address: config.per_address.map(Limiter::new),
+            refresh_per_address: config.per_address.map(Limiter::new),
             per_email: config.per_email.map(Limiter::new),
             trusted_proxies: config.trusted_proxies.clone(),
         }
@@ -287,6 +291,14 @@ impl Throttle {
         }
         if let Some(limiter) = &self.per_email {
             limiter.check(email, now).map_err(Throttled::Email)?;
+        }
+        Ok(())
+    }
+
+    /// Counts one Refresh from `address`, or refuses it.
+    pub fn refresh_attempt(&self, address: Option<IpAddr>) -> Result<(), Throttled> {
+        if let (Some(limiter), Some(ip)) = (&self.refresh_per_address, address) {
+            limiter.check(address_key(ip), Instant::now()).map_err(Throttled::Address)?;
         }
         Ok(())
     }

@@ -10,6 +10,11 @@ pub mod auth {
     pub mod v1 {
         tonic::include_proto!("todo.auth.v1");
     }
+    pub mod internal {
+        pub mod v1 {
+            tonic::include_proto!("todo.auth.internal.v1");
+        }
+    }
 }
 
 #[allow(clippy::all)]

@@ -6,6 +6,7 @@
 //!   reused afterwards, so tokens survive a restart. `JWT_SECRET`, if set, wins.
 //! - Browsers on `http://localhost:*` and `http://127.0.0.1:*` may call both services unless
 //!   `CORS_ALLOWED_ORIGINS` says otherwise.
+//! - task-service follows auth-service's session feed (`AUTH_SERVICE_URL` is set to it).
 //! - Every other variable (`AUTH_LISTEN_ADDR`, `TASK_LISTEN_ADDR`, `RUST_LOG`, ...) means what
 //!   it means for the services.
 //!
@@ -66,7 +67,7 @@ async fn run() -> Result<(), Exit> {
     let config_error = |service: &str, err| Exit::config(format!("{service}: configuration error: {err}"));
     let auth_config =
         auth_service::Config::from_env(&env_for("auth.db")).map_err(|e| config_error("auth-service", e))?;
-    let task_config =
+    let mut task_config =
         task_service::Config::from_env(&env_for("tasks.db")).map_err(|e| config_error("task-service", e))?;
     let origins = format!("{:?}", auth_config.cors);
     todo_shared::telemetry::init(&auth_config.log_filter);
@@ -78,6 +79,14 @@ async fn run() -> Result<(), Exit> {
     let auth = auth_service::Application::build(auth_config)
         .await
         .map_err(|e| start_error("auth-service", e.to_string(), e.is_configuration()))?;
+    // task-service follows auth-service's session feed: the launcher knows where it is.
+    if task_config.auth_service_url.is_none() {
+        let mut addr = auth.local_addr();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        task_config.auth_service_url = Some(format!("http://{addr}"));
+    }
     let tasks = task_service::Application::build(task_config)
         .await
         .map_err(|e| start_error("task-service", e.to_string(), e.is_configuration()))?;

@@ -35,6 +35,12 @@ pub enum AuthError {
     Duplicate,
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// A valid signature on a token whose session has ended.
+    #[error("token has been revoked (signed out, password changed or account deleted): log in again")]
+    Revoked,
+    /// A user's token, or none, on an internal RPC.
+    #[error("this RPC is internal: it needs a service token, not a user's")]
+    NotAService,
 }
 
 impl From<AuthError> for Status {
@@ -49,6 +55,13 @@ pub fn authenticate(keys: &TokenKeys, metadata: &MetadataMap) -> Result<Authenti
     let user = keys.verify(token)?;
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
     Ok(user)
+}
+
+/// Verifies the service token in `metadata` (auth-service's internal RPCs); returns the
+/// service it names.
+pub fn authenticate_service(keys: &TokenKeys, metadata: &MetadataMap) -> Result<String, AuthError> {
+    let token = bearer_token(metadata).map_err(|_| AuthError::NotAService)?;
+    keys.verify_service_token(token).map_err(|_| AuthError::NotAService)
 }
 
 /// Extracts the token of an `authorization: Bearer <token>` entry.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::cors::AllowedOrigins;
 use crate::db::{DatabaseUrl, PoolSettings};
-use crate::token::JwtSecret;
+use crate::token::{JwtSecret, SelfTestFailed, TokenKeys};
 
 /// Exit status for bad configuration (as `sysexits`' EX_USAGE is too obscure, 2 is what
 /// shells and init systems already treat as "wrong invocation").
@@ -186,8 +186,19 @@ impl Env {
             ));
         }
         let secret = JwtSecret::new(secret.into_bytes()).map_err(|e| ConfigError::new("JWT_SECRET", e.to_string()))?;
+        let mut verification_secrets = Vec::new();
+        for (n, raw) in self.get("JWT_VERIFICATION_SECRETS")?.unwrap_or_default().split(',').enumerate() {
+            let raw = raw.trim();
+            if raw.is_empty() {
+                continue;
+            }
+            let secret = JwtSecret::new(raw.as_bytes().to_vec())
+                .map_err(|e| ConfigError::new("JWT_VERIFICATION_SECRETS", format!("secret #{}: {e}", n + 1)))?;
+            verification_secrets.push(secret);
+        }
         Ok(TokenConfig {
             secret,
+            verification_secrets,
             issuer: self.string_or("JWT_ISSUER", TokenConfig::DEFAULT_ISSUER)?,
             audience: self.string_or("JWT_AUDIENCE", TokenConfig::DEFAULT_AUDIENCE)?,
         })
@@ -215,7 +226,10 @@ impl Default for LogFilter {
 /// What both services need to agree on about tokens.
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
+    /// `JWT_SECRET`: signs (auth-service) and verifies.
     pub secret: JwtSecret,
+    /// `JWT_VERIFICATION_SECRETS`: comma-separated secrets that only verify (key rotation).
+    pub verification_secrets: Vec<JwtSecret>,
     pub issuer: String,
     pub audience: String,
 }
@@ -223,6 +237,11 @@ pub struct TokenConfig {
 impl TokenConfig {
     pub const DEFAULT_ISSUER: &'static str = "todo-grpc-auth";
     pub const DEFAULT_AUDIENCE: &'static str = "todo-grpc";
+
+    /// The keys these settings describe.
+    pub fn keys(&self) -> Result<TokenKeys, SelfTestFailed> {
+        TokenKeys::with_verification_secrets(&self.secret, &self.verification_secrets, &self.issuer, &self.audience)
+    }
 }
 
 #[cfg(test)]

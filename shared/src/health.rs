@@ -15,7 +15,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use crate::readiness::Readiness;
+use crate::readiness::{Published, Readiness};
 
 pub struct HealthApi {
     readiness: Readiness,
@@ -26,10 +26,32 @@ impl HealthApi {
         HealthServer::new(Self { readiness })
     }
 
-    /// `""` is the whole server; the service's full protobuf name is the service. Both
-    /// have the same status: the server hosts nothing else worth asking about.
-    fn knows(&self, service: &str) -> bool {
-        service.is_empty() || service == self.readiness.service_name()
+    /// `""` is the whole server and the service's full protobuf name is the service: both
+    /// have the same status. A dependency (see [`Readiness::add_dependency`]) answers under
+    /// its own name with its own state.
+    fn knows(&self, service: &str) -> Option<Subject> {
+        if service.is_empty() || service == self.readiness.service_name() {
+            Some(Subject::Server)
+        } else if self.readiness.dependency().is_some_and(|(name, _)| name == service) {
+            Some(Subject::Dependency)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Subject {
+    Server,
+    Dependency,
+}
+
+fn status_of(subject: Option<Subject>, state: &Published) -> ServingStatus {
+    match subject {
+        None => ServingStatus::ServiceUnknown,
+        Some(Subject::Server) if state.serving => ServingStatus::Serving,
+        Some(Subject::Dependency) if state.dependency_up && !state.shutting_down => ServingStatus::Serving,
+        Some(_) => ServingStatus::NotServing,
     }
 }
 
@@ -41,13 +63,14 @@ fn response(status: ServingStatus) -> HealthCheckResponse {
 impl Health for HealthApi {
     async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let service = request.into_inner().service;
-        if !self.knows(&service) {
+        let Some(subject) = self.knows(&service) else {
             return Err(Status::not_found(format!(
                 "unknown service {service:?}: ask for \"\" (the server) or {:?}",
                 self.readiness.service_name()
             )));
-        }
-        Ok(Response::new(response(self.readiness.serving_status())))
+        };
+        let state = *self.readiness.subscribe().borrow();
+        Ok(Response::new(response(status_of(Some(subject), &state))))
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
@@ -60,14 +83,7 @@ impl Health for HealthApi {
             loop {
                 let (status, last) = {
                     let state = changes.borrow_and_update();
-                    let status = if !known {
-                        ServingStatus::ServiceUnknown
-                    } else if state.serving {
-                        ServingStatus::Serving
-                    } else {
-                        ServingStatus::NotServing
-                    };
-                    (status, state.shutting_down)
+                    (status_of(known, &state), state.shutting_down)
                 };
                 if tx.send(Ok(response(status))).await.is_err() || last {
                     return;

@@ -75,6 +75,21 @@ pub struct Claims {
     pub aud: String,
     /// Unique token id (a UUID v4), so two tokens minted in the same second differ.
     pub jti: String,
+    /// The session the token belongs to (a UUID). Absent from tokens minted before sessions
+    /// existed; those stay valid until they expire and are revoked by user-wide events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+/// The claims of a service token: what task-service presents to auth-service's internal RPCs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ServiceClaims {
+    sub: String,
+    iat: u64,
+    exp: u64,
+    iss: String,
+    aud: String,
+    jti: String,
 }
 
 /// Why a token was refused. Each variant is a short, token-free message for the client.
@@ -84,6 +99,8 @@ pub enum TokenError {
     Expired,
     #[error("token signature is invalid")]
     BadSignature,
+    #[error("token was signed with a key this service does not know (unknown `kid`)")]
+    UnknownKey,
     #[error("token algorithm is not accepted: only HS256 tokens are")]
     Algorithm,
     #[error("token was issued by another issuer")]
@@ -104,6 +121,10 @@ pub enum TokenError {
 pub struct AuthenticatedUser {
     pub id: Uuid,
     pub email: String,
+    /// The token's session (`sid`); `None` for a token minted before sessions existed.
+    pub session_id: Option<Uuid>,
+    /// The token's `iat`, seconds since the Unix epoch.
+    pub issued_at: u64,
 }
 
 /// A freshly minted token.
@@ -115,11 +136,66 @@ pub struct MintedToken {
     pub expires_in: u64,
 }
 
-/// Keys and rules for minting and verifying tokens, built once at start-up.
-pub struct TokenKeys {
+/// One HMAC key and the id (`kid`) tokens name it by.
+struct Key {
+    kid: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
+}
+
+impl Key {
+    fn new(bytes: &[u8]) -> Self {
+        Self {
+            kid: key_id(bytes),
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+        }
+    }
+}
+
+/// HMAC-SHA256 of `label` under `secret`: derives ids and subkeys that reveal nothing of it.
+fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(label);
+    mac.finalize().into_bytes().into()
+}
+
+/// The `kid` of a secret: 16 hex digits of a keyed hash, the same on every service holding
+/// the secret, useless for guessing it.
+fn key_id(secret: &[u8]) -> String {
+    derive(secret, b"todo-grpc key id v1")[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A set of keys: the first signs, every one verifies.
+struct KeyRing(Vec<Key>);
+
+impl KeyRing {
+    fn signing(&self) -> &Key {
+        &self.0[0]
+    }
+
+    /// The keys a token may have been signed with: the one its `kid` names, or, for a token
+    /// without `kid` (minted before key ids existed), every key.
+    fn candidates(&self, kid: Option<&str>) -> Result<Vec<&Key>, TokenError> {
+        match kid {
+            Some(kid) => self.0.iter().find(|k| k.kid == kid).map(|k| vec![k]).ok_or(TokenError::UnknownKey),
+            None => Ok(self.0.iter().collect()),
+        }
+    }
+}
+
+/// Keys and rules for minting and verifying tokens, built once at start-up.
+pub struct TokenKeys {
+    /// Signs with `JWT_SECRET`, verifies with it and every verification-only secret.
+    user_keys: KeyRing,
+    /// The same secrets, each through [`derive`]: a user's token never verifies as a service
+    /// token, nor the other way round.
+    service_keys: KeyRing,
     validation: Validation,
+    service_validation: Validation,
     issuer: String,
     audience: String,
     /// Token (the whole string, signature included) -> its user and `exp`: a client sends the
@@ -139,6 +215,7 @@ impl fmt::Debug for TokenKeys {
         f.debug_struct("TokenKeys")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("signing_kid", &self.signing_key_id())
             .finish_non_exhaustive()
     }
 }
@@ -149,24 +226,46 @@ impl fmt::Debug for TokenKeys {
 #[error("token self-test failed: {0}")]
 pub struct SelfTestFailed(String);
 
+/// How long a service token lives: one connection attempt of the follower.
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(300);
+
+fn validation(issuer: &str, audience: &str, required: &[&str]) -> Validation {
+    let mut validation = Validation::new(ALGORITHM);
+    validation.set_required_spec_claims(required);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.leeway = LEEWAY.as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = false;
+    validation
+}
+
 impl TokenKeys {
     /// Builds the keys and proves, with a probe token, that minting and verifying work.
     pub fn new(secret: &JwtSecret, issuer: &str, audience: &str) -> Result<Self, SelfTestFailed> {
-        let mut validation = Validation::new(ALGORITHM);
+        Self::with_verification_secrets(secret, &[], issuer, audience)
+    }
+
+    /// Signs with `secret`; also accepts tokens signed with any of `verification_only`
+    /// (the secrets being rotated out or in).
+    pub fn with_verification_secrets(
+        secret: &JwtSecret,
+        verification_only: &[JwtSecret],
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, SelfTestFailed> {
+        let secrets = std::iter::once(secret).chain(verification_only);
+        let user_keys = KeyRing(secrets.clone().map(|s| Key::new(&s.0)).collect());
+        let service_keys =
+            KeyRing(secrets.map(|s| Key::new(&derive(&s.0, b"todo-grpc service token key v1"))).collect());
         // jsonwebtoken requires only `exp` by default and checks `iss`/`aud` only when present;
         // every claim of the contract is mandatory here. (`iat`, `email` and `jti` are required
         // by `Claims` itself: a token without them fails to deserialize.)
-        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.leeway = LEEWAY.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = false;
-
         let keys = Self {
-            encoding: EncodingKey::from_secret(&secret.0),
-            decoding: DecodingKey::from_secret(&secret.0),
-            validation,
+            user_keys,
+            service_keys,
+            validation: validation(issuer, audience, &["exp", "sub", "iss", "aud"]),
+            service_validation: validation(issuer, &service_audience(audience), &["exp", "sub", "iss", "aud"]),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             verified: Mutex::new(HashMap::new()),
@@ -180,10 +279,20 @@ impl TokenKeys {
         // A panic here would come from a crypto backend misconfiguration inside jsonwebtoken;
         // turn it into an error so start-up reports it in one line.
         let result = std::panic::catch_unwind(|| {
-            let minted =
-                self.mint(probe, "probe@self-test.invalid", Duration::from_secs(60)).map_err(|e| e.to_string())?;
+            let minted = self
+                .mint_for_session(probe, "probe@self-test.invalid", probe, Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
             let (user, _) = self.verify_fully(&minted.token).map_err(|e| e.to_string())?;
-            if user.id == probe { Ok(()) } else { Err("probe token round-tripped to another subject".to_owned()) }
+            let service = self.mint_service_token("self-test").map_err(|e| e.to_string())?;
+            if self.verify_fully(&service).is_ok() {
+                return Err("a service token verified as a user's token".to_owned());
+            }
+            self.verify_service_token(&service).map_err(|e| e.to_string())?;
+            if user.id == probe && user.session_id == Some(probe) {
+                Ok(())
+            } else {
+                Err("probe token round-tripped to another subject".to_owned())
+            }
         });
         match result {
             Ok(Ok(())) => Ok(()),
@@ -200,8 +309,35 @@ impl TokenKeys {
         &self.audience
     }
 
-    /// Mints a token for `user_id` that expires after `ttl`.
+    /// The `kid` of the signing secret (safe to log).
+    pub fn signing_key_id(&self) -> &str {
+        &self.user_keys.signing().kid
+    }
+
+    /// Mints a token for `user_id` without a session, as tokens were before sessions existed.
+    /// Tests and tools use it; the service mints through [`TokenKeys::mint_for_session`].
     pub fn mint(&self, user_id: Uuid, email: &str, ttl: Duration) -> Result<MintedToken, MintError> {
+        self.mint_claims(user_id, email, None, ttl)
+    }
+
+    /// Mints an access token of `session` that expires after `ttl`.
+    pub fn mint_for_session(
+        &self,
+        user_id: Uuid,
+        email: &str,
+        session: Uuid,
+        ttl: Duration,
+    ) -> Result<MintedToken, MintError> {
+        self.mint_claims(user_id, email, Some(session), ttl)
+    }
+
+    fn mint_claims(
+        &self,
+        user_id: Uuid,
+        email: &str,
+        session: Option<Uuid>,
+        ttl: Duration,
+    ) -> Result<MintedToken, MintError> {
         let iat = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -211,14 +347,35 @@ impl TokenKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: Uuid::new_v4().to_string(),
+            sid: session.map(|s| s.to_string()),
         };
         self.sign(&claims).map(|token| MintedToken { token, claims, expires_in: ttl.as_secs() })
     }
 
     /// Signs arbitrary claims with this service's key. Public so tests and tools can build
-    /// tokens with chosen claims; the service itself mints through [`TokenKeys::mint`].
+    /// tokens with chosen claims; the service itself mints through [`TokenKeys::mint_for_session`].
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, MintError> {
-        jsonwebtoken::encode(&Header::new(ALGORITHM), claims, &self.encoding).map_err(|e| MintError(e.to_string()))
+        sign_with(self.user_keys.signing(), claims)
+    }
+
+    /// A short-lived token naming `service`, for auth-service's internal RPCs.
+    pub fn mint_service_token(&self, service: &str) -> Result<String, MintError> {
+        let iat = jsonwebtoken::get_current_timestamp();
+        let claims = ServiceClaims {
+            sub: service.to_owned(),
+            iat,
+            exp: iat.saturating_add(SERVICE_TOKEN_TTL.as_secs()),
+            iss: self.issuer.clone(),
+            aud: service_audience(&self.audience),
+            jti: Uuid::new_v4().to_string(),
+        };
+        sign_with(self.service_keys.signing(), &claims)
+    }
+
+    /// Verifies a service token; returns the service it names.
+    pub fn verify_service_token(&self, token: &str) -> Result<String, TokenError> {
+        let claims: ServiceClaims = decode_with(&self.service_keys, &self.service_validation, token)?;
+        Ok(claims.sub)
     }
 
     /// Verifies signature, algorithm, issuer, audience, expiry and claim shapes; a token that
@@ -258,16 +415,9 @@ impl TokenKeys {
     }
 
     fn verify_fully(&self, token: &str) -> Result<(AuthenticatedUser, u64), TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            // A header naming an algorithm jsonwebtoken does not know (`none`, say) fails as
-            // JSON, like incomplete claims would: tell the two apart by the header alone.
-            if matches!(e.kind(), ErrorKind::Json(_)) && jsonwebtoken::decode_header(token).is_err() {
-                return if header_names_an_algorithm(token) { TokenError::Algorithm } else { TokenError::Malformed };
-            }
-            classify(e.kind())
-        })?;
-        let claims = data.claims;
+        let claims: Claims = decode_with(&self.user_keys, &self.validation, token)?;
         let id = Uuid::try_parse(&claims.sub).map_err(|_| TokenError::Claims)?;
+        let session_id = claims.sid.as_deref().map(Uuid::try_parse).transpose().map_err(|_| TokenError::Claims)?;
         let now = jsonwebtoken::get_current_timestamp();
         if claims.iat > claims.exp {
             return Err(TokenError::Claims);
@@ -275,8 +425,42 @@ impl TokenKeys {
         if claims.iat > now.saturating_add(LEEWAY.as_secs()) {
             return Err(TokenError::NotYetValid);
         }
-        Ok((AuthenticatedUser { id, email: claims.email }, claims.exp))
+        Ok((AuthenticatedUser { id, email: claims.email, session_id, issued_at: claims.iat }, claims.exp))
     }
+}
+
+/// The audience of service tokens: never the audience of users' tokens.
+fn service_audience(audience: &str) -> String {
+    format!("{audience}-internal")
+}
+
+fn sign_with<C: Serialize>(key: &Key, claims: &C) -> Result<String, MintError> {
+    let mut header = Header::new(ALGORITHM);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| MintError(e.to_string()))
+}
+
+/// Decodes and verifies `token` with the key its `kid` names (or, without one, each key).
+fn decode_with<C: serde::de::DeserializeOwned>(
+    ring: &KeyRing,
+    validation: &Validation,
+    token: &str,
+) -> Result<C, TokenError> {
+    // A header naming an algorithm jsonwebtoken does not know (`none`, say) fails to parse,
+    // like a malformed one: tell the two apart.
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| if header_names_an_algorithm(token) { TokenError::Algorithm } else { TokenError::Malformed })?;
+    if header.alg != ALGORITHM {
+        return Err(TokenError::Algorithm);
+    }
+    for key in ring.candidates(header.kid.as_deref())? {
+        match jsonwebtoken::decode::<C>(token, &key.decoding, validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+            Err(e) => return Err(classify(e.kind())),
+        }
+    }
+    Err(TokenError::BadSignature)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! task-service configuration, read once from the environment.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use todo_shared::config::{ConfigError, Env, LogFilter, TokenConfig};
 use todo_shared::cors::AllowedOrigins;
@@ -24,6 +25,12 @@ pub struct Config {
     pub cors: AllowedOrigins,
     /// `GRPC_*`: message size, streams, in-flight cap, timeouts, keep-alive, drain.
     pub limits: ServerLimits,
+    /// `AUTH_SERVICE_URL`: where auth-service's session-event feed is. Unset: revoked
+    /// sessions stay valid here until their tokens expire (and start-up says so).
+    pub auth_service_url: Option<String>,
+    /// `REVOCATION_MAX_STALENESS` in seconds: refuse RPCs (UNAVAILABLE) once the feed has
+    /// been silent this long. Unset (the default): keep serving on the last known state.
+    pub revocation_max_staleness: Option<Duration>,
 }
 
 impl Config {
@@ -40,6 +47,30 @@ impl Config {
             worker_threads: env.worker_threads()?,
             cors: env.cors_origins()?,
             limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,
+            auth_service_url: auth_service_url(env)?,
+            revocation_max_staleness: revocation_max_staleness(env)?,
         })
     }
+}
+
+fn auth_service_url(env: &Env) -> Result<Option<String>, ConfigError> {
+    let Some(url) = env.get("AUTH_SERVICE_URL")? else { return Ok(None) };
+    let parsed = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| ConfigError::new("AUTH_SERVICE_URL", format!("{url:?} is not a URL: {e}")))?;
+    match parsed.uri().scheme_str() {
+        Some("http") => Ok(Some(url)),
+        _ => Err(ConfigError::new("AUTH_SERVICE_URL", format!("expected http://host:port, got {url:?}"))),
+    }
+}
+
+fn revocation_max_staleness(env: &Env) -> Result<Option<Duration>, ConfigError> {
+    let Some(_) = env.get("REVOCATION_MAX_STALENESS")? else { return Ok(None) };
+    let staleness = env.seconds("REVOCATION_MAX_STALENESS", Duration::ZERO, 1..=86_400)?;
+    if env.get("AUTH_SERVICE_URL")?.is_none() {
+        return Err(ConfigError::new(
+            "REVOCATION_MAX_STALENESS",
+            "needs AUTH_SERVICE_URL: without the feed every RPC would be refused",
+        ));
+    }
+    Ok(Some(staleness))
 }

@@ -5,7 +5,9 @@
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod follower;
 pub mod page_token;
+pub mod revocations;
 pub mod service;
 pub mod store;
 pub mod tasks;
@@ -15,18 +17,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use todo_contract::task::v1::task_service_server::TaskServiceServer;
-use todo_shared::auth::RequireBearer;
+use todo_shared::auth::{AuthenticatedUser, RequireBearer};
 use todo_shared::db::Pool;
 use todo_shared::readiness::Readiness;
 use todo_shared::server::GrpcHost;
-use todo_shared::token::TokenKeys;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
 pub use crate::config::Config;
+use crate::follower::{Follower, Freshness};
 use crate::page_token::PageTokens;
+use crate::revocations::Revocations;
 use crate::service::TaskApi;
 use crate::tasks::Tasks;
 
@@ -45,27 +48,33 @@ pub enum StartError {
     Database(std::io::Error),
     #[error(transparent)]
     Token(#[from] todo_shared::token::SelfTestFailed),
+    #[error("AUTH_SERVICE_URL: {0}")]
+    AuthUrl(String),
 }
 
 impl StartError {
     /// Whether the operator's configuration is at fault (exit status 2) rather than the binary.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Bind { .. } | Self::Database(_))
+        matches!(self, Self::Bind { .. } | Self::Database(_) | Self::AuthUrl(_))
     }
 }
 
 /// Every TaskService RPC passes here first: the token is checked before anything else (a
 /// request without a valid one learns nothing, not even whether the database is up), then
-/// readiness.
+/// whether it has been revoked, then readiness.
 #[derive(Clone)]
 struct Gate {
     bearer: RequireBearer,
+    revocations: Arc<Revocations>,
     readiness: Readiness,
 }
 
 impl Interceptor for Gate {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let request = self.bearer.call(request)?;
+        if let Some(caller) = request.extensions().get::<AuthenticatedUser>() {
+            self.revocations.check(caller)?;
+        }
         self.readiness.check()?;
         Ok(request)
     }
@@ -77,7 +86,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let keys = Arc::new(TokenKeys::new(&config.token.secret, &config.token.issuer, &config.token.audience)?);
+        let keys = Arc::new(config.token.keys()?);
         let page_tokens = PageTokens::new(config.token.secret.expose_for_key_derivation());
         let pool = Pool::connect_lazy(&config.database, &config.pool).map_err(StartError::Database)?;
         let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
@@ -86,13 +95,34 @@ impl Application {
             .with_limits(config.limits.clone())
             .with_cors(config.cors.clone());
 
-        let tasks = Arc::new(Tasks::new(store::for_pool(&pool), page_tokens));
+        let store = store::for_pool(&pool);
+        let revocations = Arc::new(Revocations::default());
+        match &config.auth_service_url {
+            Some(url) => Follower {
+                endpoint: tonic::transport::Endpoint::from_shared(url.clone())
+                    .map_err(|e| StartError::AuthUrl(e.to_string()))?
+                    .connect_timeout(std::time::Duration::from_secs(2)),
+                keys: Arc::clone(&keys),
+                revocations: Arc::clone(&revocations),
+                freshness: Arc::new(Freshness::default()),
+                store: Arc::clone(&store),
+                readiness: host.readiness(),
+                max_staleness: config.revocation_max_staleness,
+            }
+            .spawn(),
+            None => tracing::warn!(
+                "AUTH_SERVICE_URL is not set: this task-service cannot learn of revoked sessions \
+                 (sign-outs, password changes, deleted accounts); their access tokens stay valid here until \
+                 they expire, and deleted accounts' tasks are not purged"
+            ),
+        }
+        let tasks = Arc::new(Tasks::new(Arc::clone(&store), page_tokens));
         // Compressed requests are accepted (the size limit applies to the decompressed
         // message); answers go out uncompressed: they are small, and compressing costs CPU.
         let api = TaskServiceServer::new(TaskApi::new(tasks))
             .max_decoding_message_size(config.limits.max_request_bytes)
             .accept_compressed(CompressionEncoding::Gzip);
-        let gate = Gate { bearer: RequireBearer::new(keys), readiness: host.readiness() };
+        let gate = Gate { bearer: RequireBearer::new(keys), revocations, readiness: host.readiness() };
         let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 
         tracing::info!(addr = %host.local_addr(), database = ?config.database, "task-service listening");

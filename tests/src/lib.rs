@@ -27,6 +27,10 @@ pub use todo_contract as pb;
 pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
 pub const ISSUER: &str = TokenConfig::DEFAULT_ISSUER;
 pub const AUDIENCE: &str = TokenConfig::DEFAULT_AUDIENCE;
+/// What a revoked (or deleted user's) access token is told, by both services.
+pub const REVOKED: &str = "token has been revoked (signed out, password changed or account deleted): log in again";
+/// What every unusable refresh token is told.
+pub const BAD_REFRESH: &str = "refresh token is invalid, expired or revoked: log in again";
 /// The browser origin the test servers allow through CORS.
 pub const WEB_ORIGIN: &str = "https://app.example.test";
 

@@ -2,6 +2,7 @@
 //! in-process on `127.0.0.1:0`, stopped when dropped.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use todo_shared::config::LogFilter;
@@ -18,7 +19,8 @@ use crate::{Backend, TestDb, WEB_ORIGIN, token_config};
 /// A service running in-process; stopped when dropped.
 pub struct Running {
     pub addr: SocketAddr,
-    pub db: TestDb,
+    /// Shared, so a restarted service or a second replica can use the same database.
+    pub db: Arc<TestDb>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -61,7 +63,7 @@ pub fn auth_config(db: &TestDb) -> auth_service::Config {
         database: db.url.clone(),
         pool: PoolSettings::default(),
         token: token_config(),
-        access_token_ttl: auth_service::Config::DEFAULT_TOKEN_TTL,
+        sessions: auth_service::sessions::SessionPolicy::default(),
         log_filter: LogFilter::default(),
         worker_threads: None,
         cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
@@ -88,6 +90,8 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
         worker_threads: None,
         cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
         limits: test_limits(task_service::DEFAULT_MAX_REQUEST_BYTES),
+        auth_service_url: None,
+        revocation_max_staleness: None,
     }
 }
 
@@ -95,7 +99,7 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
 /// waits until its health says SERVING.
 async fn run_in_background<F>(
     addr: SocketAddr,
-    db: TestDb,
+    db: Arc<TestDb>,
     run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
 ) -> Running
 where
@@ -110,7 +114,7 @@ where
 /// database is down).
 pub fn spawn_unready<F>(
     addr: SocketAddr,
-    db: TestDb,
+    db: impl Into<Arc<TestDb>>,
     run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
 ) -> Running
 where
@@ -118,14 +122,14 @@ where
 {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(run(stopped));
-    Running { addr, db, stop: Some(stop), served: Some(served) }
+    Running { addr, db: db.into(), stop: Some(stop), served: Some(served) }
 }
 
 /// Starts auth-service with `config` and waits until it is SERVING.
-pub async fn start_auth_with(config: auth_service::Config, db: TestDb) -> Running {
+pub async fn start_auth_with(config: auth_service::Config, db: impl Into<Arc<TestDb>>) -> Running {
     let app = auth_service::Application::build(config).await.expect("auth-service starts");
     let addr = app.local_addr();
-    run_in_background(addr, db, |stopped| app.run_until(async move { drop(stopped.await) })).await
+    run_in_background(addr, db.into(), |stopped| app.run_until(async move { drop(stopped.await) })).await
 }
 
 pub async fn start_auth(backend: Backend) -> Running {
@@ -133,15 +137,38 @@ pub async fn start_auth(backend: Backend) -> Running {
     start_auth_with(auth_config(&db), db).await
 }
 
-pub async fn start_tasks_with(config: task_service::Config, db: TestDb) -> Running {
+pub async fn start_tasks_with(config: task_service::Config, db: impl Into<Arc<TestDb>>) -> Running {
     let app = task_service::Application::build(config).await.expect("task-service starts");
     let addr = app.local_addr();
-    run_in_background(addr, db, |stopped| app.run_until(async move { drop(stopped.await) })).await
+    run_in_background(addr, db.into(), |stopped| app.run_until(async move { drop(stopped.await) })).await
 }
 
 pub async fn start_tasks(backend: Backend) -> Running {
     let db = TestDb::new(backend).await;
     start_tasks_with(task_config(&db), db).await
+}
+
+/// auth-service and a task-service that follows its session feed, each with a fresh database.
+pub struct Pair {
+    pub auth: Running,
+    pub tasks: Running,
+}
+
+pub async fn start_pair(backend: Backend) -> Pair {
+    let auth = start_auth(backend).await;
+    let tasks = start_tasks_following(&auth, TestDb::new(backend).await).await;
+    Pair { auth, tasks }
+}
+
+/// A task-service on `db` following `auth`'s session feed; returns once the feed has caught
+/// up (its health entry is SERVING).
+pub async fn start_tasks_following(auth: &Running, db: impl Into<Arc<TestDb>>) -> Running {
+    let db = db.into();
+    let mut config = task_config(&db);
+    config.auth_service_url = Some(auth.url());
+    let tasks = start_tasks_with(config, db).await;
+    wait_until_serving(&tasks, task_service::follower::FEED_HEALTH_NAME).await;
+    tasks
 }
 
 /// Follows the health Watch stream until `service` is SERVING (migrations done, database up).

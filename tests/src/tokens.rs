@@ -15,6 +15,7 @@ use crate::{AUDIENCE, ISSUER, SECRET};
 pub fn token_config() -> TokenConfig {
     TokenConfig {
         secret: JwtSecret::new(SECRET.as_bytes().to_vec()).expect("secret"),
+        verification_secrets: Vec::new(),
         issuer: ISSUER.to_owned(),
         audience: AUDIENCE.to_owned(),
     }

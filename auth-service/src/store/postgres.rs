@@ -8,11 +8,11 @@ use super::{NewUser, StoredCredentials, UserStore, map_insert_error};
 use crate::domain::User;
 use crate::error::Error;
 
-pub struct PgUserStore {
-    pool: PostgresPool,
+pub struct PgStore {
+    pub(super) pool: PostgresPool,
 }
 
-impl PgUserStore {
+impl PgStore {
     pub fn new(pool: PostgresPool) -> Self {
         Self { pool }
     }
@@ -23,7 +23,7 @@ fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
 }
 
 #[tonic::async_trait]
-impl UserStore for PgUserStore {
+impl UserStore for PgStore {
     async fn create_user(&self, user: NewUser) -> Result<User, Error> {
         sqlx::query("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(user.id)

@@ -8,11 +8,11 @@ use super::{NewUser, StoredCredentials, UserStore, map_insert_error};
 use crate::domain::User;
 use crate::error::Error;
 
-pub struct SqliteUserStore {
-    pool: SqlitePool,
+pub struct SqliteStore {
+    pub(super) pool: SqlitePool,
 }
 
-impl SqliteUserStore {
+impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }
@@ -28,7 +28,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
 }
 
 #[tonic::async_trait]
-impl UserStore for SqliteUserStore {
+impl UserStore for SqliteStore {
     async fn create_user(&self, user: NewUser) -> Result<User, Error> {
         sqlx::query("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(user.id)

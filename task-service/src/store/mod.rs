@@ -34,6 +34,11 @@ pub static MIGRATIONS: Migrations = Migrations {
             description: "create requests",
             sql: include_str!("../../migrations/postgres/0002_create_requests.sql"),
         },
+        MigrationFile {
+            version: 3,
+            description: "create auth feed",
+            sql: include_str!("../../migrations/postgres/0003_create_auth_feed.sql"),
+        },
     ],
     sqlite: &[
         MigrationFile {
@@ -45,6 +50,11 @@ pub static MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "create requests",
             sql: include_str!("../../migrations/sqlite/0002_create_requests.sql"),
+        },
+        MigrationFile {
+            version: 3,
+            description: "create auth feed",
+            sql: include_str!("../../migrations/sqlite/0003_create_auth_feed.sql"),
         },
     ],
 };
@@ -90,6 +100,14 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Same rules as [`TaskStore::update_task`].
     async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error>;
+
+    /// Deletes every task (and idempotency key) of a deleted account and records that the
+    /// session-event log is handled up to `position`, in one transaction. Returns the number
+    /// of tasks deleted.
+    async fn purge_user(&self, user_id: Uuid, position: i64) -> Result<u64, Error>;
+
+    /// The position [`TaskStore::purge_user`] last recorded.
+    async fn feed_position(&self) -> Result<i64, Error>;
 }
 
 pub fn for_pool(pool: &Pool) -> Arc<dyn TaskStore> {

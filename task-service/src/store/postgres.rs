@@ -192,4 +192,23 @@ impl TaskStore for PgTaskStore {
                 .rows_affected();
         if deleted == 1 { Ok(()) } else { Err(no_row_error(self.current_version(user_id, id).await?)) }
     }
+
+    async fn purge_user(&self, user_id: Uuid, position: i64) -> Result<u64, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let tasks = sqlx::query("DELETE FROM tasks WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM task_create_requests WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE auth_feed_position SET position = GREATEST(position, $1)")
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(tasks.rows_affected())
+    }
+
+    async fn feed_position(&self) -> Result<i64, Error> {
+        Ok(sqlx::query_scalar("SELECT position FROM auth_feed_position")
+            .fetch_one(&mut self.pool.acquire().await?)
+            .await?)
+    }
 }

@@ -58,6 +58,9 @@ impl Echo {
                 token_type: "bearer".to_owned(),
                 expires_in: 604_800,
                 user: Some(user.clone()),
+                refresh_token: "r".repeat(43),
+                refresh_token_expires_in: 2_592_000,
+                session_id: "0b7d2f8e-5a41-4c1e-9e7f-3c2a1b0d9e8f".to_owned(),
             },
             user,
         }
@@ -119,6 +122,49 @@ impl AuthService for Echo {
         _: Request<auth_pb::GetCurrentUserRequest>,
     ) -> Result<Response<auth_pb::GetCurrentUserResponse>, Status> {
         Ok(Response::new(auth_pb::GetCurrentUserResponse { user: Some(self.user.clone()) }))
+    }
+
+    async fn refresh(&self, _: Request<auth_pb::RefreshRequest>) -> Result<Response<auth_pb::RefreshResponse>, Status> {
+        let login = &self.login;
+        Ok(Response::new(auth_pb::RefreshResponse {
+            access_token: login.access_token.clone(),
+            token_type: login.token_type.clone(),
+            expires_in: login.expires_in,
+            refresh_token: login.refresh_token.clone(),
+            refresh_token_expires_in: login.refresh_token_expires_in,
+        }))
+    }
+
+    async fn logout(&self, _: Request<auth_pb::LogoutRequest>) -> Result<Response<auth_pb::LogoutResponse>, Status> {
+        Ok(Response::new(auth_pb::LogoutResponse { revoked_sessions: 1 }))
+    }
+
+    async fn list_sessions(
+        &self,
+        _: Request<auth_pb::ListSessionsRequest>,
+    ) -> Result<Response<auth_pb::ListSessionsResponse>, Status> {
+        Ok(Response::new(auth_pb::ListSessionsResponse { sessions: Vec::new() }))
+    }
+
+    async fn revoke_session(
+        &self,
+        _: Request<auth_pb::RevokeSessionRequest>,
+    ) -> Result<Response<auth_pb::RevokeSessionResponse>, Status> {
+        Ok(Response::new(auth_pb::RevokeSessionResponse {}))
+    }
+
+    async fn change_password(
+        &self,
+        _: Request<auth_pb::ChangePasswordRequest>,
+    ) -> Result<Response<auth_pb::ChangePasswordResponse>, Status> {
+        Ok(Response::new(auth_pb::ChangePasswordResponse { revoked_sessions: 0 }))
+    }
+
+    async fn delete_account(
+        &self,
+        _: Request<auth_pb::DeleteAccountRequest>,
+    ) -> Result<Response<auth_pb::DeleteAccountResponse>, Status> {
+        Ok(Response::new(auth_pb::DeleteAccountResponse {}))
     }
 }
 

@@ -76,7 +76,12 @@ pub async fn serve(mode: Option<&str>) -> Result<()> {
     } else {
         let id = std::env::var("BENCH_FIXED_USER").map_err(|_| "BENCH_FIXED_USER is not set")?;
         let id = uuid::Uuid::try_parse(&id).map_err(|e| format!("BENCH_FIXED_USER: {e}"))?;
-        Caller::Fixed(AuthenticatedUser { id, email: "fixed@bench.example.com".to_owned() })
+        Caller::Fixed(AuthenticatedUser {
+            id,
+            email: "fixed@bench.example.com".to_owned(),
+            session_id: None,
+            issued_at: 0,
+        })
     };
     let tasks = Arc::new(Tasks::new(store::for_pool(&pool), page_tokens));
     let api = TaskServiceServer::new(TaskApi::new(tasks))
