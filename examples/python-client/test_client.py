@@ -232,6 +232,45 @@ class ApiTest(unittest.TestCase):
         self.assertEqual([t.id for t in page.tasks], [newer.id])
 
 
+class SessionTest(unittest.TestCase):
+    """Refresh and Logout through the generated stubs."""
+
+    def log_in(self):
+        email, password = new_email(), secrets.token_urlsafe(16)
+        auth.SignUp(auth_pb2.SignUpRequest(email=email, password=password), timeout=TIMEOUT)
+        return auth.Login(auth_pb2.LoginRequest(email=email, password=password), timeout=TIMEOUT)
+
+    def test_refresh_rotates_the_refresh_token_and_keeps_the_session(self):
+        login = self.log_in()
+        fresh = auth.Refresh(auth_pb2.RefreshRequest(refresh_token=login.refresh_token), timeout=TIMEOUT)
+        self.assertNotEqual(fresh.refresh_token, login.refresh_token)
+        self.assertEqual(fresh.token_type, "bearer")
+        me = auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), timeout=TIMEOUT,
+                                 metadata=bearer(fresh.access_token))
+        self.assertEqual(me.user.id, login.user.id)
+        with self.assertRaises(grpc.RpcError) as caught:
+            auth.Refresh(auth_pb2.RefreshRequest(refresh_token="not-a-token"), timeout=TIMEOUT)
+        self.assertEqual(caught.exception.code(), Code.UNAUTHENTICATED)
+
+    def test_logout_ends_the_session_at_both_services(self):
+        login = self.log_in()
+        out = auth.Logout(auth_pb2.LogoutRequest(scope=auth_pb2.LOGOUT_SCOPE_CURRENT), timeout=TIMEOUT,
+                          metadata=bearer(login.access_token))
+        self.assertEqual(out.revoked_sessions, 1)
+        give_up = time.monotonic() + 1.0
+        while True:  # task-service learns of it within a second
+            try:
+                tasks.ListTasks(task_pb2.ListTasksRequest(), timeout=TIMEOUT, metadata=bearer(login.access_token))
+            except grpc.RpcError as error:
+                self.assertEqual(error.code(), Code.UNAUTHENTICATED)
+                break
+            self.assertLess(time.monotonic(), give_up, "task-service still accepts the token")
+            time.sleep(0.02)
+        with self.assertRaises(grpc.RpcError) as caught:
+            auth.Refresh(auth_pb2.RefreshRequest(refresh_token=login.refresh_token), timeout=TIMEOUT)
+        self.assertEqual(caught.exception.code(), Code.UNAUTHENTICATED)
+
+
 class ProgramTest(unittest.TestCase):
     """todo_client.py, run as a user would run it."""
 
@@ -253,13 +292,15 @@ class ProgramTest(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertLines(result.stdout, [
             r"signed up py-client-[0-9a-f]{12}@example\.com \(user id [0-9a-f-]{36}\)",
-            r"logged in: bearer token, expires in \d+ s",
+            r"logged in: bearer token, expires in \d+ s, session [0-9a-f-]{36}",
             r"current user: py-client-[0-9a-f]{12}@example\.com \(user id [0-9a-f-]{36}, since .* UTC\)",
             r'created task [0-9a-f-]{36} "Try the Python client", due \S+ \(etag .+\)',
             r"listed 1 task\(s\)",
             r"  \[ \] [0-9a-f-]{36} Try the Python client",
             r"completed task [0-9a-f-]{36} \(etag .+ -> .+\)",
             r"deleted task [0-9a-f-]{36}",
+            r"refreshed: new access token, expires in \d+ s; refresh token rotated",
+            r"logged out: 1 session\(s\) ended",
             r"done",
         ])
 
@@ -271,7 +312,7 @@ class ProgramTest(unittest.TestCase):
         self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
         self.assertLines(again.stdout, [
             r"py-test-\S+ has an account already: logging in",
-            r"logged in: bearer token, expires in \d+ s",
+            r"logged in: bearer token, expires in \d+ s, session [0-9a-f-]{36}",
             r"done",
         ])
 

@@ -2,8 +2,9 @@
 """A walk through the todo-grpc API with the generated Python stubs.
 
 Signs up (or logs in, if the account already exists), shows the current user, creates a
-task, lists the tasks, completes the task with a conditional update (its etag), and deletes
-it. Errors are handled by gRPC status code; validation errors show the
+task, lists the tasks, completes the task with a conditional update (its etag), deletes it,
+refreshes the session (the refresh token rotates) and logs out. A call refused as
+UNAUTHENTICATED is retried once after a Refresh, as a long-running client would. Errors are handled by gRPC status code; validation errors show the
 google.rpc.BadRequest field violations carried in the rich status.
 
     python generate.py          # once: writes the stubs into ./generated
@@ -113,14 +114,42 @@ class Api:
         self.tasks = task_pb2_grpc.TaskServiceStub(task_channel)
         self.timeout = timeout
         self.token: str | None = None
+        self.refresh_token: str | None = None
 
-    def call(self, method, request, *, retry: bool = True):
+    def log_in(self, email: str, password: str):
+        login = self.call(self.auth.Login, auth_pb2.LoginRequest(email=email, password=password))
+        self.token, self.refresh_token = login.access_token, login.refresh_token
+        return login
+
+    def refresh(self):
+        """A new access token for the session. The refresh token rotates: keep only the new one."""
+        fresh = self.call(self.auth.Refresh, auth_pb2.RefreshRequest(refresh_token=self.refresh_token),
+                          renew=False)
+        self.token, self.refresh_token = fresh.access_token, fresh.refresh_token
+        return fresh
+
+    def log_out(self, scope=auth_pb2.LOGOUT_SCOPE_CURRENT):
+        ended = self.call(self.auth.Logout, auth_pb2.LogoutRequest(scope=scope), renew=False)
+        self.token = self.refresh_token = None
+        return ended
+
+    def call(self, method, request, *, retry: bool = True, renew: bool = True):
         """Call `method` with a deadline and, once logged in, the bearer token.
 
         Transient failures are retried; pass retry=False for calls that are not safe to
         repeat (CreateTask: a lost response after the server committed would duplicate it).
         UpdateTask and DeleteTask are sent with the task's etag, so a repeat is harmless.
+        An UNAUTHENTICATED answer (an expired access token) is retried once after a Refresh.
         """
+        try:
+            return self._call(method, request, retry)
+        except RpcFailure as failure:
+            if not (renew and self.refresh_token and failure.code == Code.UNAUTHENTICATED):
+                raise
+            self.refresh()
+            return self._call(method, request, retry)
+
+    def _call(self, method, request, retry: bool):
         rpc = type(request).__name__.removesuffix("Request")
         metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
         for attempt in range(1, ATTEMPTS + 1):
@@ -162,9 +191,8 @@ def walk_through(api: Api, email: str, password: str, demo_errors: bool) -> None
             raise
         print(f"{email} has an account already: logging in")
 
-    login = api.call(api.auth.Login, auth.LoginRequest(email=email, password=password))
-    api.token = login.access_token
-    print(f"logged in: {login.token_type} token, expires in {login.expires_in} s")
+    login = api.log_in(email, password)
+    print(f"logged in: {login.token_type} token, expires in {login.expires_in} s, session {login.session_id}")
 
     me = api.call(api.auth.GetCurrentUser, auth.GetCurrentUserRequest()).user
     since = me.create_time.ToDatetime(tzinfo=timezone.utc)
@@ -200,6 +228,14 @@ def walk_through(api: Api, email: str, password: str, demo_errors: bool) -> None
         print("demo: reading the deleted task")
         expect_failure(Code.NOT_FOUND, lambda: api.call(
             api.tasks.GetTask, tasks.GetTaskRequest(id=done.id)))
+
+    old_refresh_token = api.refresh_token
+    fresh = api.refresh()
+    rotated = "rotated" if fresh.refresh_token != old_refresh_token else "NOT rotated"
+    print(f"refreshed: new access token, expires in {fresh.expires_in} s; refresh token {rotated}")
+
+    ended = api.log_out()
+    print(f"logged out: {ended.revoked_sessions} session(s) ended")
 
 
 def main(argv: list[str] | None = None) -> int:
