@@ -6,178 +6,52 @@
 // (override with CHROMIUM_PATH). Saves a screenshot to $SCREENSHOT_DIR/web-client.png
 // (default: ../../target/client-tests, i.e. the repository's target/client-tests).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
-import { dirname, resolve } from "node:path";
+import { resolve } from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const AUTH_URL = process.env.AUTH_URL;
-const TASK_URL = process.env.TASK_URL;
-const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const SCREENSHOT_DIR = resolve(process.env.SCREENSHOT_DIR ?? resolve(root, "../../target/client-tests"));
-const TIMEOUT_MS = 15_000;
-const PASSWORD = "correct horse battery staple";
-
-/** Starts scripts/serve.mjs on a free port and resolves with its base URL. */
-function startServer() {
-  const child = spawn(process.execPath, ["scripts/serve.mjs"], {
-    cwd: root,
-    env: { ...process.env, PORT: "0" },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const url = new Promise((resolveUrl, reject) => {
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`static server printed no URL: ${out}`)), 10_000);
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (chunk) => {
-      out += chunk;
-      const m = out.match(/(http:\/\/127\.0\.0\.1:\d+\/)/);
-      if (m) {
-        clearTimeout(timer);
-        resolveUrl(m[1]);
-      }
-    });
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`static server exited with ${code}: ${out}`));
-    });
-  });
-  return { child, url };
-}
-
-/** Polls `read` until `accept` holds, else fails with the last value seen. */
-async function eventually(what, read, accept, timeoutMs = TIMEOUT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await read();
-    if (accept(last)) return last;
-    if (Date.now() > deadline) {
-      assert.fail(`timed out waiting for ${what}; last value: ${JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const textOf = async (locator) => ((await locator.count()) > 0 ? ((await locator.first().textContent()) ?? "").trim() : null);
-
-async function expectText(locator, pattern, what) {
-  await eventually(what, () => textOf(locator), (t) => t !== null && pattern.test(t));
-}
-
-async function expectCount(locator, n, what) {
-  await eventually(what, () => locator.count(), (c) => c === n);
-}
-
-async function titles(page) {
-  return page.getByTestId("task-title").allTextContents();
-}
-
-async function expectTitles(page, expected, what) {
-  await eventually(what, () => titles(page), (t) => JSON.stringify(t) === JSON.stringify(expected));
-}
-
-/** The list item of the task with this exact title. */
-function item(page, title) {
-  return page
-    .getByTestId("task-item")
-    .filter({ has: page.getByTestId("task-title").filter({ hasText: new RegExp(`^${escapeRe(title)}$`) }) });
-}
-
-const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-
-async function fillAuth(page, email, password) {
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password").fill(password);
-}
-
-async function signUp(page, email, password) {
-  await fillAuth(page, email, password);
-  await page.getByRole("button", { name: "Sign up" }).click();
-}
-
-async function logIn(page, email, password) {
-  await fillAuth(page, email, password);
-  await page.getByRole("button", { name: "Log in" }).click();
-  await expectText(page.getByTestId("current-user"), new RegExp(`^${escapeRe(email)}$`), `logged in as ${email}`);
-}
-
-async function addTask(page, title, description = "") {
-  const before = await page.getByTestId("task-item").count();
-  await page.getByTestId("new-title").fill(title);
-  await page.getByTestId("new-description").fill(description);
-  await page.getByRole("button", { name: "Add task" }).click();
-  await expectCount(page.getByTestId("task-item"), before + 1, `task "${title}" added`);
-}
-
-async function expectCompleted(page, title, completed) {
-  const it = item(page, title);
-  await eventually(
-    `"${title}" completed=${completed}`,
-    async () => ((await it.count()) === 1 ? await it.getAttribute("data-completed") : null),
-    (v) => v === String(completed),
-  );
-  assert.equal(await it.getByTestId("task-toggle").isChecked(), completed, `checkbox of "${title}"`);
-}
+import {
+  AUTH_URL,
+  PASSWORD,
+  SCREENSHOT_DIR,
+  TASK_URL,
+  addTask,
+  appUrl as startApp,
+  escapeRe,
+  eventually,
+  expectCompleted,
+  expectText,
+  expectTitles,
+  fillAuth,
+  item,
+  launch,
+  logIn,
+  signUp,
+  textOf,
+} from "./helpers.mjs";
 
 test("web client against the live pair", { timeout: 180_000 }, async (t) => {
   assert.ok(AUTH_URL, "set AUTH_URL, e.g. http://127.0.0.1:50051");
   assert.ok(TASK_URL, "set TASK_URL, e.g. http://127.0.0.1:50052");
   await mkdir(SCREENSHOT_DIR, { recursive: true });
 
-  const server = startServer();
-  t.after(() => server.child.kill());
-  const base = await server.url;
-
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM_PATH,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-  t.after(() => browser.close());
-  const context = await browser.newContext({ viewport: { width: 900, height: 900 } });
-  context.setDefaultTimeout(TIMEOUT_MS);
-
-  // Any uncaught exception or console error in any page fails the test.
-  const pageProblems = [];
-  const watch = (p) => {
-    p.on("pageerror", (err) => pageProblems.push(`page error: ${err.stack ?? err}`));
-    p.on("console", (msg) => {
-      if (msg.type() !== "error") return;
-      if (/favicon\.ico/.test(msg.location().url ?? "") || /favicon\.ico/.test(msg.text())) return;
-      pageProblems.push(`console error: ${msg.text()} (${msg.location().url})`);
-    });
-  };
-  context.on("page", watch);
-
+  const appUrl = await startApp(t);
+  const { problems: pageProblems, newContext } = await launch(t);
+  const context = await newContext();
   const page = await context.newPage();
-  const query = new URLSearchParams({ auth: AUTH_URL, tasks: TASK_URL, pageSize: "1" });
-  const appUrl = `${base}?${query}`;
   const step = (name) => console.log(`step: ${name}`);
 
   try {
     step("open the app");
     await page.goto(appUrl);
-    await page.getByLabel("Email").waitFor();
+    await page.getByLabel("Email", { exact: true }).waitFor();
     await expectText(page.getByTestId("auth-url"), new RegExp(`^${escapeRe(new URL(AUTH_URL).href.replace(/\/$/, ""))}$`), "auth URL from the query string");
 
     step("sign-up errors: field violations from the server");
     await signUp(page, "not-an-email", "short");
     await expectText(page.getByTestId("password-error"), /^password: must be at least 8 characters/, "password violation");
     await expectText(page.getByTestId("email-error"), /^email: .*valid email/, "email violation");
-    assert.equal(await page.getByLabel("Password").getAttribute("aria-invalid"), "true");
+    assert.equal(await page.getByLabel("Password", { exact: true }).getAttribute("aria-invalid"), "true");
 
     step("sign up user A");
     const emailA = `web-a-${randomUUID()}@example.com`;
@@ -250,10 +124,10 @@ test("web client against the live pair", { timeout: 180_000 }, async (t) => {
     await page.getByTestId("load-more").waitFor({ state: "hidden" });
     await page.screenshot({ path: resolve(SCREENSHOT_DIR, "web-client.png"), fullPage: true });
 
-    step("log out");
-    await page.getByRole("button", { name: "Log out" }).click();
-    await page.getByLabel("Email").waitFor({ state: "visible" });
-    await expectText(page.getByTestId("notice"), /logged out/, "logged-out message");
+    step("sign out");
+    await page.getByRole("button", { name: "Sign out", exact: true }).click();
+    await page.getByLabel("Email", { exact: true }).waitFor({ state: "visible" });
+    await expectText(page.getByTestId("notice"), /^You are signed out\.$/, "signed-out message");
     assert.equal(await page.getByTestId("task-item").count(), 0, "no tasks left on screen");
     assert.equal(await page.evaluate(() => localStorage.getItem("todo-grpc.session")), null, "token forgotten");
 
@@ -265,14 +139,31 @@ test("web client against the live pair", { timeout: 180_000 }, async (t) => {
     await page.getByTestId("empty-state").waitFor({ state: "visible" });
     assert.equal(await page.getByTestId("task-item").count(), 0, "user B has no tasks");
 
-    step("a token the server refuses sends the person back to log in");
+    step("an access token the server refuses is renewed with the refresh token, once");
+    const before = await page.evaluate(() => JSON.parse(localStorage.getItem("todo-grpc.session")));
     await page.evaluate(() => {
       const s = JSON.parse(localStorage.getItem("todo-grpc.session"));
       localStorage.setItem("todo-grpc.session", JSON.stringify({ ...s, accessToken: "not-a-valid-token" }));
     });
     await page.reload();
+    await page.getByTestId("empty-state").waitFor({ state: "visible" });
+    const after = await eventually(
+      "renewed tokens stored",
+      () => page.evaluate(() => JSON.parse(localStorage.getItem("todo-grpc.session"))),
+      (s) => s.accessToken !== "not-a-valid-token",
+    );
+    assert.notEqual(after.refreshToken, before.refreshToken, "the refresh token rotated");
+    assert.equal(after.sessionId, before.sessionId, "same session");
+    assert.equal(await page.locator("#tasks-view").isHidden(), false, "still signed in");
+
+    step("a session the server refuses sends the person back to log in");
+    await page.evaluate(() => {
+      const s = JSON.parse(localStorage.getItem("todo-grpc.session"));
+      localStorage.setItem("todo-grpc.session", JSON.stringify({ ...s, accessToken: "not-a-valid-token", refreshToken: "not-a-refresh-token" }));
+    });
+    await page.reload();
     await expectText(page.getByTestId("notice"), /^Your session expired, please log in again\.$/, "session-expired message");
-    await page.getByLabel("Password").waitFor({ state: "visible" });
+    await page.getByLabel("Password", { exact: true }).waitFor({ state: "visible" });
     assert.equal(await page.locator("#tasks-view").isHidden(), true, "task view hidden");
   } catch (err) {
     console.log(`notice at failure: ${JSON.stringify(await textOf(page.getByTestId("notice")).catch(() => null))}`);

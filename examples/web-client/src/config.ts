@@ -68,9 +68,13 @@ function parseBaseUrl(raw: string): string | null {
   return url.href.replace(/\/+$/, "");
 }
 
-/** A logged-in session: the bearer token and who it belongs to. */
+/** A logged-in session: the bearer token, the refresh token that renews it, and who it belongs to. */
 export interface Session {
   accessToken: string;
+  /** Renews the access token (AuthService.Refresh); rotates on every use. */
+  refreshToken: string;
+  /** The session's id on the server (the `sid` claim): marks "this device" in the sessions list. */
+  sessionId: string;
   email: string;
   /** Milliseconds since the epoch after which the token is no longer accepted. */
   expiresAt: number;
@@ -78,7 +82,7 @@ export interface Session {
   authUrl: string;
 }
 
-const SESSION_KEY = "todo-grpc.session";
+export const SESSION_KEY = "todo-grpc.session";
 
 export function loadSession(authUrl: string): Session | null {
   let raw: string | null;
@@ -97,7 +101,10 @@ export function loadSession(authUrl: string): Session | null {
       typeof s.expiresAt === "number" &&
       s.authUrl === authUrl
     ) {
-      return { accessToken: s.accessToken, email: s.email, expiresAt: s.expiresAt, authUrl: s.authUrl };
+      // A session stored before refresh tokens existed has none: it lasts until its token expires.
+      const refreshToken = typeof s.refreshToken === "string" ? s.refreshToken : "";
+      const sessionId = typeof s.sessionId === "string" ? s.sessionId : "";
+      return { accessToken: s.accessToken, refreshToken, sessionId, email: s.email, expiresAt: s.expiresAt, authUrl: s.authUrl };
     }
   } catch {
     // Not ours or corrupted: treated as no session.

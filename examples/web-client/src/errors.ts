@@ -7,7 +7,27 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb";
 
 /** What the call was, so the same status can be explained in the right words. */
-export type Operation = "signup" | "login" | "session" | "list" | "create" | "update" | "delete";
+export type Operation =
+  | "signup"
+  | "login"
+  | "session"
+  | "list"
+  | "create"
+  | "update"
+  | "delete"
+  | "logout"
+  | "sessions"
+  | "revoke"
+  | "password"
+  | "delete-account";
+
+/** The server's message for a wrong password on ChangePassword and DeleteAccount. */
+const WRONG_PASSWORD = "the password is incorrect";
+
+/** UNAUTHENTICATED that means a wrong password typed now, not a session that ended. */
+function isWrongPassword(err: ConnectError, op: Operation): boolean {
+  return (op === "password" || op === "delete-account") && err.rawMessage === WRONG_PASSWORD;
+}
 
 export interface Problem {
   /** The gRPC status code, or null when the error did not come from a call. */
@@ -29,8 +49,11 @@ export function explain(err: unknown, op: Operation, service = "the service"): P
 
 /** True when the error means the stored token is no good any more. */
 export function isSessionExpired(err: unknown, op: Operation): boolean {
-  // At login, UNAUTHENTICATED means wrong credentials, not an expired session.
-  return err instanceof ConnectError && err.code === Code.Unauthenticated && op !== "login";
+  // At login, UNAUTHENTICATED means wrong credentials, not an expired session; so does a wrong
+  // password on ChangePassword and DeleteAccount.
+  return (
+    err instanceof ConnectError && err.code === Code.Unauthenticated && op !== "login" && !isWrongPassword(err, op)
+  );
 }
 
 function sentence(err: ConnectError, op: Operation, fields: Map<string, string>, service: string): string {
@@ -44,8 +67,10 @@ function sentence(err: ConnectError, op: Operation, fields: Map<string, string>,
         ? "An account with this email already exists. Log in instead, or use another email."
         : `This already exists: ${err.rawMessage}`;
     case Code.Unauthenticated:
+      if (isWrongPassword(err, op)) return "The password is wrong.";
       return op === "login" ? "Wrong email or password." : "Your session expired, please log in again.";
     case Code.NotFound:
+      if (op === "revoke") return "This session had already ended. The list has been reloaded.";
       return "This task no longer exists (it was probably deleted elsewhere). The list has been reloaded.";
     case Code.Aborted:
       return "This task was changed elsewhere in the meantime, so nothing was changed. The list has been reloaded; please try again.";

@@ -1,10 +1,13 @@
 // The todo single-page app: plain DOM, one module.
 
 import { Code } from "@connectrpc/connect";
+import { setUpAccount } from "./account";
 import { createApi } from "./api";
-import { clearSession, loadSession, readConfig, saveSession, type Session } from "./config";
+import { clearSession, loadSession, readConfig, SESSION_KEY, saveSession, type Session } from "./config";
 import { explain, isSessionExpired, type Operation, type Problem } from "./errors";
-import type { LoginResponse } from "./gen/todo/auth/v1/auth_pb";
+import { busy, button, byId, clearFormProblem, clearNotice, showFormProblem, showNotice, type FormSlots } from "./ui";
+import { LogoutScope, type LoginResponse } from "./gen/todo/auth/v1/auth_pb";
+import { createRenewal } from "./renewal";
 import type { Task } from "./gen/todo/task/v1/task_pb";
 
 // ---------------------------------------------------------------------------------------------
@@ -12,7 +15,13 @@ import type { Task } from "./gen/todo/task/v1/task_pb";
 
 const config = readConfig(location.search);
 let session: Session | null = loadSession(config.endpoints.auth);
-const api = createApi(config.endpoints, () => session?.accessToken ?? null);
+const renewal = createRenewal(
+  config.endpoints.auth,
+  (refreshToken) => api.auth.refresh({ refreshToken }),
+  () => session,
+  adoptSession,
+);
+const api = createApi(config.endpoints, () => session?.accessToken ?? null, (stale) => renewal.renew(stale));
 
 /** Bumped on every log-in and log-out: answers that arrive for an earlier session are dropped. */
 let sessionEpoch = 0;
@@ -30,18 +39,10 @@ let editingId: string | null = null;
 // ---------------------------------------------------------------------------------------------
 // Elements
 
-type Ctor<T> = { new (): T; prototype: T };
-
-function byId<T extends HTMLElement>(id: string, type: Ctor<T>): T {
-  const found = document.getElementById(id);
-  if (!(found instanceof type)) throw new Error(`#${id} is missing from index.html`);
-  return found;
-}
-
 const account = byId("account", HTMLDivElement);
 const currentUser = byId("current-user", HTMLElement);
 const logoutButton = byId("logout", HTMLButtonElement);
-const notice = byId("notice", HTMLDivElement);
+const logoutAllButton = byId("logout-all", HTMLButtonElement);
 const loading = byId("loading", HTMLParagraphElement);
 
 const authView = byId("auth-view", HTMLElement);
@@ -56,13 +57,6 @@ const newDescription = byId("new-description", HTMLTextAreaElement);
 const taskList = byId("task-list", HTMLUListElement);
 const emptyState = byId("empty", HTMLParagraphElement);
 const loadMoreButton = byId("load-more", HTMLButtonElement);
-
-/** A form's inputs by proto field name, with the element that shows each field's error. */
-interface FormSlots {
-  fields: Record<string, { input: HTMLInputElement | HTMLTextAreaElement; error: HTMLElement }>;
-  /** Errors that belong to no single input. */
-  formError: HTMLElement;
-}
 
 const authSlots: FormSlots = {
   fields: {
@@ -82,50 +76,6 @@ const newTaskSlots: FormSlots = {
 
 // ---------------------------------------------------------------------------------------------
 // Messages
-
-function showNotice(message: string, kind: "info" | "error" = "info"): void {
-  notice.dataset.kind = kind;
-  notice.textContent = message;
-}
-
-function clearNotice(): void {
-  notice.textContent = "";
-  delete notice.dataset.kind;
-}
-
-function clearFormProblem(slots: FormSlots): void {
-  for (const { input, error } of Object.values(slots.fields)) {
-    input.removeAttribute("aria-invalid");
-    error.textContent = "";
-    error.hidden = true;
-  }
-  slots.formError.textContent = "";
-  slots.formError.hidden = true;
-}
-
-/** Field violations go under their inputs (the first bad input gets focus); the rest above the buttons. */
-function showFormProblem(slots: FormSlots, problem: Problem): void {
-  clearFormProblem(slots);
-  const unplaced: string[] = [];
-  let first: HTMLInputElement | HTMLTextAreaElement | null = null;
-  for (const [field, description] of problem.fields) {
-    const slot = slots.fields[field];
-    if (slot === undefined) {
-      unplaced.push(`${field}: ${description}`);
-      continue;
-    }
-    slot.error.textContent = `${field}: ${description}`;
-    slot.error.hidden = false;
-    slot.input.setAttribute("aria-invalid", "true");
-    first ??= slot.input;
-  }
-  const formMessage = problem.fields.size > 0 ? unplaced.join("; ") : problem.message;
-  if (formMessage !== "") {
-    slots.formError.textContent = formMessage;
-    slots.formError.hidden = false;
-  }
-  first?.focus();
-}
 
 /**
  * The one place failures are handled. An expired session always ends the session; otherwise
@@ -147,35 +97,9 @@ function reportFailure(err: unknown, op: Operation, slots?: FormSlots): Problem 
 }
 
 function serviceOf(op: Operation): string {
-  return op === "signup" || op === "login" || op === "session"
-    ? `the auth service at ${config.endpoints.auth}`
-    : `the task service at ${config.endpoints.tasks}`;
-}
-
-/**
- * Locks the controls of `scope` while `work` runs: buttons and checkboxes are disabled, text
- * fields made read-only (so they can still take the focus, e.g. to point at an error).
- */
-async function busy(scope: HTMLElement, work: () => Promise<void>): Promise<void> {
-  const focused = document.activeElement instanceof HTMLElement ? document.activeElement : null;
-  const switches = [...scope.querySelectorAll<HTMLButtonElement | HTMLInputElement>('button, input[type="checkbox"]')];
-  const fields = [...scope.querySelectorAll<HTMLInputElement | HTMLTextAreaElement>('input:not([type="checkbox"]), textarea')];
-  const wasDisabled = switches.map((c) => c.disabled);
-  const wasReadOnly = fields.map((f) => f.readOnly);
-  scope.setAttribute("aria-busy", "true");
-  switches.forEach((c) => (c.disabled = true));
-  fields.forEach((f) => (f.readOnly = true));
-  try {
-    await work();
-  } finally {
-    scope.removeAttribute("aria-busy");
-    // The scope may have been re-rendered meanwhile; restoring detached controls is harmless.
-    switches.forEach((c, i) => (c.disabled = wasDisabled[i] ?? false));
-    fields.forEach((f, i) => (f.readOnly = wasReadOnly[i] ?? false));
-    // Disabling the focused button dropped the focus to the page: give it back.
-    const lost = document.activeElement === null || document.activeElement === document.body;
-    if (lost && focused !== null && focused.isConnected) focused.focus();
-  }
+  return op === "list" || op === "create" || op === "update" || op === "delete"
+    ? `the task service at ${config.endpoints.tasks}`
+    : `the auth service at ${config.endpoints.auth}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,12 +123,15 @@ function showTasksView(s: Session): void {
 function beginSession(response: LoginResponse, typedEmail: string): void {
   const s: Session = {
     accessToken: response.accessToken,
+    refreshToken: response.refreshToken,
+    sessionId: response.sessionId,
     email: response.user?.email ?? typedEmail.trim().toLowerCase(),
     expiresAt: Date.now() + Number(response.expiresIn) * 1000,
     authUrl: config.endpoints.auth,
   };
   session = s;
   saveSession(s);
+  renewal.schedule(s);
   sessionEpoch++;
   passwordInput.value = "";
   clearFormProblem(authSlots);
@@ -214,10 +141,19 @@ function beginSession(response: LoginResponse, typedEmail: string): void {
   void reloadTasks();
 }
 
+/** A renewed token (from this tab or another): same session, same view. */
+function adoptSession(s: Session): void {
+  session = s;
+  renewal.schedule(s);
+  currentUser.textContent = s.email;
+}
+
 function endSession(message: string, kind: "info" | "error"): void {
   const email = session?.email;
   session = null;
   clearSession();
+  renewal.schedule(null);
+  accountPanel.hide();
   sessionEpoch++;
   listEpoch++;
   resetList();
@@ -335,15 +271,6 @@ function removeTask(id: string): void {
   updateListChrome();
   // The last shown task is gone but the server has more: show the next page right away.
   if (tasks.size === 0 && nextPageToken !== "") void loadMore();
-}
-
-function button(label: string, testId: string, className = "secondary"): HTMLButtonElement {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = className;
-  b.textContent = label;
-  b.dataset.testid = testId;
-  return b;
 }
 
 function renderTask(task: Task): HTMLLIElement {
@@ -604,9 +531,54 @@ newTaskForm.addEventListener("submit", (ev) => {
 
 loadMoreButton.addEventListener("click", () => void loadMore());
 
-logoutButton.addEventListener("click", () => {
-  // Tokens are stateless JWTs: logging out means forgetting the token.
-  endSession("You are logged out.", "info");
+/** Ends the session on the server (so its tokens stop working everywhere), then here. */
+async function signOut(scope: LogoutScope, message: string): Promise<void> {
+  clearNotice();
+  const epoch = sessionEpoch;
+  const header = logoutButton.parentElement ?? logoutButton;
+  await busy(header, async () => {
+    try {
+      await api.auth.logout({ scope });
+    } catch (err) {
+      // Already ended on the server (revoked elsewhere, expired): signing out here is all
+      // that is left. Anything else: say so, and still forget the tokens on this device.
+      if (epoch !== sessionEpoch) return;
+      if (!isSessionExpired(err, "logout")) {
+        endSession(`Signed out on this device, but the server was not told: ${explain(err, "logout", serviceOf("logout")).message}`, "error");
+        return;
+      }
+    }
+    if (epoch === sessionEpoch) endSession(message, "info");
+  });
+}
+
+logoutButton.addEventListener("click", () => void signOut(LogoutScope.CURRENT, "You are signed out."));
+logoutAllButton.addEventListener("click", () => void signOut(LogoutScope.ALL, "You are signed out on every device."));
+
+const accountPanel = setUpAccount({
+  api,
+  session: () => session,
+  epoch: () => sessionEpoch,
+  report: reportFailure,
+  signedOut: (message) => endSession(message, "info"),
+});
+
+// Another tab renewed the tokens, signed in as someone else, or signed out.
+window.addEventListener("storage", (ev) => {
+  if (ev.key !== SESSION_KEY && ev.key !== null) return;
+  const stored = loadSession(config.endpoints.auth);
+  if (stored === null) {
+    if (session !== null) endSession("You signed out in another tab.", "info");
+  } else if (session !== null && stored.sessionId === session.sessionId) {
+    adoptSession(stored);
+  } else {
+    // A different session: start over with it, as a reload would.
+    session = stored;
+    sessionEpoch++;
+    renewal.schedule(stored);
+    showTasksView(stored);
+    void reloadTasks();
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -615,9 +587,11 @@ logoutButton.addEventListener("click", () => {
 byId("auth-url", HTMLElement).textContent = config.endpoints.auth;
 byId("tasks-url", HTMLElement).textContent = config.endpoints.tasks;
 
-if (session !== null && session.expiresAt <= Date.now()) {
+if (session !== null && session.expiresAt <= Date.now() && session.refreshToken === "") {
   endSession("Your session expired, please log in again.", "error");
 } else if (session !== null) {
+  // An expired access token is renewed by the first call (refused, then retried after Refresh).
+  renewal.schedule(session);
   showTasksView(session);
   void reloadTasks();
   void refreshCurrentUser();
