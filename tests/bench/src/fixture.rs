@@ -32,6 +32,9 @@ pub struct User {
     pub password: String,
     /// `Bearer <token>` from a real Login.
     pub bearer: AsciiMetadataValue,
+    /// The session's current refresh token; the Refresh scenario rotates it (one worker per
+    /// user, so never two at once).
+    pub refresh: Mutex<String>,
     /// Ids of the tasks seeded for this user, oldest first.
     pub tasks: Vec<String>,
 }
@@ -75,8 +78,9 @@ async fn sign_up_and_login(auth: Channel, index: usize, prefix: &str) -> Result<
         .user
         .ok_or("SignUp answered without a user")?;
     let login = client.login(auth_pb::LoginRequest { email: email.clone(), password: password.clone() }).await?;
-    let bearer = format!("Bearer {}", login.into_inner().access_token).parse()?;
-    Ok(User { id: user.id, email, password, bearer, tasks: Vec::new() })
+    let login = login.into_inner();
+    let bearer = format!("Bearer {}", login.access_token).parse()?;
+    Ok(User { id: user.id, email, password, bearer, refresh: Mutex::new(login.refresh_token), tasks: Vec::new() })
 }
 
 async fn seed_tasks(tasks: Channel, user: &mut User, count: usize) -> Result<()> {

@@ -47,6 +47,31 @@ pub async fn drop_database(admin: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Revoked sessions the auth database starts with, so every task call's revocation check
+/// looks up a populated set (as in a deployment where people log out), not an empty one.
+pub const SEEDED_REVOKED_SESSIONS: i64 = 10_000;
+/// User-wide revocations of session-less tokens seeded next to them.
+pub const SEEDED_REVOKED_USERS: i64 = 1_000;
+
+/// Appends the seeded revocations to auth-service's session-event log (random ids: they
+/// match no caller, so every check is a miss, the common case).
+pub async fn seed_revocations(auth_url: &str) -> Result<()> {
+    let mut conn = PgConnection::connect(auth_url).await?;
+    let (sessions, users) = (SEEDED_REVOKED_SESSIONS, SEEDED_REVOKED_USERS);
+    let sql = format!(
+        "INSERT INTO session_events (position, kind, user_id, session_id, not_before, created_at) \
+         SELECT g, 'session_revoked', gen_random_uuid(), gen_random_uuid(), NULL, now() \
+         FROM generate_series(1, {sessions}) g; \
+         INSERT INTO session_events (position, kind, user_id, session_id, not_before, created_at) \
+         SELECT g, 'tokens_revoked', gen_random_uuid(), NULL, now(), now() \
+         FROM generate_series({sessions} + 1, {sessions} + {users}) g; \
+         UPDATE session_event_head SET position = {sessions} + {users};"
+    );
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
 pub async fn server_version(admin: &str) -> Result<String> {
     let mut conn = PgConnection::connect(admin).await?;
     let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut conn).await?;
@@ -220,7 +245,8 @@ fn scripts(kind: Kind, clients: usize, fixture: &Fixture) -> Option<(Db, Vec<Scr
                 ],
             )
         }
-        Kind::GetTaskOneUser => return None,
+        // A Refresh is a locked transaction of several statements: no single-script ceiling.
+        Kind::GetTaskOneUser | Kind::Refresh => return None,
     })
 }
 

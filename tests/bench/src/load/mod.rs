@@ -30,6 +30,8 @@ const STOP: u8 = 2;
 pub enum Kind {
     Login,
     GetCurrentUser,
+    /// Each worker refreshes its own user's session, keeping the rotated token.
+    Refresh,
     GetTask,
     ListTasks,
     CreateTask,
@@ -45,6 +47,7 @@ impl Kind {
         match self {
             Self::Login => "Login",
             Self::GetCurrentUser => "GetCurrentUser",
+            Self::Refresh => "Refresh",
             Self::GetTask => "GetTask",
             Self::ListTasks => "ListTasks(100)",
             Self::CreateTask => "CreateTask",
@@ -55,7 +58,7 @@ impl Kind {
     }
 
     pub fn on_auth_service(self) -> bool {
-        matches!(self, Self::Login | Self::GetCurrentUser)
+        matches!(self, Self::Login | Self::GetCurrentUser | Self::Refresh)
     }
 }
 

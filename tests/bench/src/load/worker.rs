@@ -117,6 +117,18 @@ impl Worker {
                     return Err(wrong("GetCurrentUser returned another user"));
                 }
             }
+            Kind::Refresh => {
+                let user = &self.fixture.users[self.own_user()];
+                let token = user.refresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                let answer = self.auth.refresh(auth_pb::RefreshRequest { refresh_token: token }).await?.into_inner();
+                if answer.access_token.is_empty() || answer.refresh_token.is_empty() {
+                    return Err(wrong("Refresh without a token pair"));
+                }
+                // The echo server's token is made up: the real one must survive for real runs.
+                if !self.echo {
+                    *user.refresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = answer.refresh_token;
+                }
+            }
             Kind::GetTask => {
                 let user = &self.fixture.users[self.own_user()];
                 self.get_task(user.tasks[0].clone(), self.own_user()).await?;

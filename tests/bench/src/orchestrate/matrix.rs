@@ -17,8 +17,12 @@ impl Harness {
         let owned = self.options.compare_env.clone();
         let env: Vec<(&str, String)> = owned.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let auth_b = self.start("auth-b", &dir.join("auth-service"), &[], &env)?;
-        let task_b = self.start("task-b", &dir.join("task-service"), &[], &env)?;
         self.procs[auth_b].wait_serving(Duration::from_secs(30)).await?;
+        // B's task-service follows B's auth-service, unless --compare-env says otherwise
+        // (`AUTH_SERVICE_URL=` runs it without the feed: no revocation set to check).
+        let mut task_env = vec![("AUTH_SERVICE_URL", self.url_of(auth_b))];
+        task_env.extend(env.iter().cloned());
+        let task_b = self.start("task-b", &dir.join("task-service"), &[], &task_env)?;
         self.procs[task_b].wait_serving(Duration::from_secs(30)).await?;
         let mut results = Vec::new();
         for &(section, kind) in MATRIX {

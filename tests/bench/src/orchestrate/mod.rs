@@ -7,6 +7,7 @@ mod interference;
 mod matrix;
 mod overhead;
 mod probe;
+mod revocation;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use probe::Probe;
 pub const SECTIONS: &[&str] = &[
     "login",
     "get-current-user",
+    "refresh",
     "get-task",
     "list-tasks",
     "create-task",
@@ -32,12 +34,14 @@ pub const SECTIONS: &[&str] = &[
     "mixed",
     "interference",
     "token-overhead",
+    "revocation",
 ];
 
 /// The matrix, in running order. Mixed runs last: it deletes and creates tasks.
 const MATRIX: &[(&str, Kind)] = &[
     ("login", Kind::Login),
     ("get-current-user", Kind::GetCurrentUser),
+    ("refresh", Kind::Refresh),
     ("get-task", Kind::GetTask),
     ("list-tasks", Kind::ListTasks),
     ("create-task", Kind::CreateTask),
@@ -146,6 +150,11 @@ impl Harness {
         format!("[{:>4.0}s]", self.started.elapsed().as_secs_f64())
     }
 
+    /// The `http://` URL of a started service.
+    fn url_of(&self, index: usize) -> String {
+        format!("http://{}", self.procs[index].addr)
+    }
+
     fn timing(&self) -> Timing {
         Timing { warmup: self.options.warmup, window: self.options.window }
     }
@@ -234,9 +243,10 @@ impl Harness {
         let task_bin = self.exe_dir.join("task-service");
         let bench_bin = std::env::current_exe()?;
         let auth = self.start("auth", &auth_bin, &[], &[])?;
-        let task = self.start("task", &task_bin, &[], &[])?;
-        let echo = self.start("echo", &bench_bin, &["echo-server"], &[])?;
         self.procs[auth].wait_serving(Duration::from_secs(30)).await?;
+        pg::seed_revocations(&self.auth_url).await?;
+        let task = self.start("task", &task_bin, &[], &[("AUTH_SERVICE_URL", self.url_of(auth))])?;
+        let echo = self.start("echo", &bench_bin, &["echo-server"], &[])?;
         self.procs[task].wait_serving(Duration::from_secs(30)).await?;
         self.procs[echo].wait_accepting(Duration::from_secs(30)).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -276,6 +286,11 @@ impl Harness {
         let rows = self.matrix_rows(auth, task, echo, &fixture).await?;
         let interference = self.interference(&auth_bin, auth, task).await?;
         let overhead = self.token_overhead(&bench_bin, task, &fixture).await?;
+        let revocation = if self.options.wants("revocation") {
+            Some(self.revocation_delay(&task_bin, auth, task).await?)
+        } else {
+            None
+        };
 
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut services = Vec::new();
@@ -294,6 +309,6 @@ impl Harness {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let memory =
             MemoryNotes { services, hash_slots, hash_mib: f64::from(auth_service::argon2id::M_COST_KIB) / 1024.0 };
-        Ok(Report { header, rows, interference, overhead, memory, comparison: Vec::new() })
+        Ok(Report { header, rows, interference, overhead, memory, revocation, comparison: Vec::new() })
     }
 }

@@ -101,6 +101,17 @@ pub struct Report {
     pub interference: Vec<Interference>,
     pub overhead: Option<Overhead>,
     pub memory: MemoryNotes,
+    pub revocation: Option<RevocationDelay>,
+}
+
+/// How long after Logout returned each task-service replica refused the session's token.
+pub struct RevocationDelay {
+    pub replicas: usize,
+    pub revocations: usize,
+    /// One per (revocation, replica), in ms.
+    pub delays_ms: Vec<f64>,
+    /// Revocations the replicas hold (the seeded set plus these).
+    pub held: String,
 }
 
 fn mib(bytes: Option<u64>) -> String {
@@ -141,6 +152,7 @@ impl Report {
             interference: Vec::new(),
             overhead: None,
             memory: MemoryNotes { services: Vec::new(), hash_slots: 0, hash_mib: 0.0 },
+            revocation: None,
             comparison,
         }
     }
@@ -164,8 +176,37 @@ impl Report {
         self.render_interference(&mut out);
         self.render_overhead(&mut out);
         self.render_memory(&mut out);
+        self.render_revocation(&mut out);
         self.render_non_ok(&mut out);
         self.render_targets(&mut out);
         out
+    }
+}
+
+impl Report {
+    fn render_revocation(&self, out: &mut String) {
+        let Some(r) = &self.revocation else { return };
+        let mut delays = r.delays_ms.clone();
+        delays.sort_by(f64::total_cmp);
+        let pick = |q: f64| delays.get(((delays.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied();
+        let show = |v: Option<f64>| v.map_or("-".to_owned(), ms);
+        let _ = writeln!(out, "\n### Revocation delay\n");
+        let _ = writeln!(
+            out,
+            "Logout returned -> the session's access token refused by task-service; {} revocations x {} replicas, {}.\n",
+            r.revocations, r.replicas, r.held
+        );
+        let _ = writeln!(out, "| Samples | p50 ms | p99 ms | max ms | over 1 s |");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+        let over = delays.iter().filter(|d| **d > 1000.0).count();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            delays.len(),
+            show(pick(0.5)),
+            show(pick(0.99)),
+            show(delays.last().copied()),
+            over
+        );
     }
 }
