@@ -13,6 +13,7 @@ on_both_backends!(
     the_email_limit_holds_under_parallel_attempts_and_treats_unknown_emails_alike,
     the_address_limit_counts_sign_ups_and_logins_together,
     forwarded_for_is_believed_only_from_a_trusted_proxy,
+    refresh_and_wrong_current_passwords_are_throttled,
 );
 
 const PASSWORD: &str = "plum-kettle-orbit-42";
@@ -148,4 +149,43 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy(backend: Backend) {
             client.login(with_forwarded(&format!("u{i}@example.com"), &format!("203.0.113.{i}"))).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "client {i}");
     }
+}
+
+/// Refresh has a per-address limit of its own; ChangePassword and DeleteAccount count as
+/// password attempts on the email, like Login.
+async fn refresh_and_wrong_current_passwords_are_throttled(backend: Backend) {
+    let throttle = ThrottleConfig {
+        per_address: per_minute(5),
+        per_email: per_minute(2),
+        trusted_proxies: TrustedProxies::default(),
+    };
+    let auth = start_throttled(backend, throttle).await;
+    let mut client = auth_client(&auth).await;
+    client.sign_up(SignUpRequest { email: "guarded@example.com".into(), password: PASSWORD.into() }).await.unwrap();
+    let session = client.login(login("guarded@example.com", PASSWORD)).await.unwrap().into_inner();
+
+    let mut token = session.refresh_token.clone();
+    for _ in 0..5 {
+        let refresh = todo_contract::auth::v1::RefreshRequest { refresh_token: token.clone() };
+        token =
+            client.refresh(refresh).await.expect("within the address's refresh allowance").into_inner().refresh_token;
+    }
+    let refused = client.refresh(todo_contract::auth::v1::RefreshRequest { refresh_token: token }).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.get_details_retry_info().is_some());
+
+    // The login above spent one of the email's two attempts, then forgave it on success;
+    // wrong current passwords spend them again (the address has room: 5, apart from Refresh).
+    let wrong = || todo_contract::auth::v1::ChangePasswordRequest {
+        current_password: "not-the-password".into(),
+        new_password: "another-sturdy-one-9".into(),
+    };
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(client.change_password(bearer(&session.access_token, wrong())).await.unwrap_err().code());
+    }
+    assert_eq!(codes, [Code::Unauthenticated, Code::Unauthenticated, Code::ResourceExhausted]);
+    let delete = todo_contract::auth::v1::DeleteAccountRequest { password: PASSWORD.into() };
+    let err = client.delete_account(bearer(&session.access_token, delete)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "even the right password waits its turn");
 }

@@ -28,6 +28,7 @@ usage: todo-bench [--quick] [--no-ceilings] [--compare DIR [--compare-env LIST] 
        todo-bench task-host <auth|no-auth>
        todo-bench hash-ceiling          (argon2id verifications/s on all cores, alone)
        todo-bench token-verify-cost     (µs per TokenKeys::verify of a real-sized token, one core)
+       todo-bench revocation-check-cost (ns per task-service revocation check, populated set, one core)
 
 Runs the benchmark matrix against target/release/auth-service and task-service (build them
 first: cargo build --release -p auth-service -p task-service).
@@ -158,6 +159,35 @@ fn seconds(name: &str, raw: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{name}: expected a number of seconds"))
 }
 
+/// The check task-service runs on every RPC after the signature, against a set holding the
+/// same revocations the matrix seeds, for a caller who is not revoked (the common case).
+fn revocation_check_cost() {
+    use task_service::revocations::{Revocation, Revocations};
+    let revocations = Revocations::default();
+    let far = i64::MAX;
+    for _ in 0..pg::SEEDED_REVOKED_SESSIONS {
+        revocations.apply(uuid::Uuid::new_v4(), Revocation::Session(uuid::Uuid::new_v4()), far);
+    }
+    for _ in 0..pg::SEEDED_REVOKED_USERS {
+        revocations.apply(uuid::Uuid::new_v4(), Revocation::SessionlessTokens { not_before: 1 }, far);
+    }
+    let caller = todo_shared::auth::AuthenticatedUser {
+        id: uuid::Uuid::new_v4(),
+        email: "user-123456-42@bench.example.com".to_owned(),
+        session_id: Some(uuid::Uuid::new_v4()),
+        issued_at: 2,
+    };
+    println!("set: {:?} (sessions, users)", revocations.len());
+    for _ in 0..3 {
+        let n = 5_000_000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let _ = std::hint::black_box(revocations.check(std::hint::black_box(&caller)));
+        }
+        println!("{:.1} ns per check", start.elapsed().as_secs_f64() * 1e9 / f64::from(n));
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let helper = matches!(args.first().map(String::as_str), Some("echo-server" | "task-host"));
@@ -201,6 +231,10 @@ fn main() -> ExitCode {
                 Ok(())
             })();
             result
+        }
+        Some("revocation-check-cost") => {
+            revocation_check_cost();
+            Ok(())
         }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
