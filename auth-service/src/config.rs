@@ -81,7 +81,7 @@ pub struct Config {
 impl Config {
     pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
     pub const DEFAULT_SQLITE_FILE: &'static str = "data/auth.db";
-    pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+    pub const DEFAULT_TOKEN_TTL: Duration = SessionPolicy::DEFAULT_ACCESS_TOKEN_TTL;
     /// A year: longer-lived bearer tokens cannot be revoked in any useful time.
     const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 60 * 60;
 

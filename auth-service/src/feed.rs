@@ -77,7 +77,7 @@ pub async fn watch_head(store: Arc<dyn Store>, signal: FeedSignal) {
 }
 
 pub struct FeedApi {
-    /// How long a revocation stays in force (see [`crate::sessions::SessionPolicy`]).
+    /// How long a revocation stays in force (`SessionPolicy::revocation_lifetime`).
     lifetime: Duration,
     store: Arc<dyn Store>,
     keys: Arc<TokenKeys>,
@@ -98,7 +98,8 @@ impl FeedApi {
 }
 
 fn to_proto(event: SessionEvent, lifetime: Duration) -> pb::FollowSessionEventsResponse {
-    let expire_time = todo_shared::timestamp::to_proto(event.created_at + crate::sessions::to_time(lifetime));
+    let lifetime = time::Duration::try_from(lifetime).unwrap_or(time::Duration::MAX);
+    let expire_time = todo_shared::timestamp::to_proto(event.created_at.saturating_add(lifetime));
     use pb::session_event::Change as Wire;
     let change = match event.change {
         Change::SessionRevoked(session) => Wire::SessionRevoked(pb::SessionRevoked { session_id: session.to_string() }),

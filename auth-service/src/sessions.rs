@@ -35,7 +35,7 @@ pub struct SessionPolicy {
 impl Default for SessionPolicy {
     fn default() -> Self {
         Self {
-            access_token_ttl: crate::Config::DEFAULT_TOKEN_TTL,
+            access_token_ttl: Self::DEFAULT_ACCESS_TOKEN_TTL,
             max_age: Self::DEFAULT_MAX_AGE,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             reuse_grace: Self::DEFAULT_REUSE_GRACE,
@@ -49,6 +49,8 @@ impl SessionPolicy {
         self.access_token_ttl + todo_shared::token::LEEWAY + EVENT_RETENTION_MARGIN
     }
 
+    /// Seven days: the product's stated token lifetime.
+    pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
     pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 60 * 60);
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
     pub const DEFAULT_REUSE_GRACE: Duration = Duration::from_secs(10);
@@ -86,7 +88,7 @@ pub struct Sessions {
     signal: FeedSignal,
 }
 
-pub fn to_time(d: Duration) -> time::Duration {
+fn to_time(d: Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
