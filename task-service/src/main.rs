@@ -30,6 +30,13 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     todo_shared::telemetry::init(&config.log_filter);
+    if config.auth_service_url.is_none() {
+        // On stderr as well as in the log: a log filter must not be able to hide it.
+        eprintln!(
+            "task-service: WARNING: AUTH_SERVICE_URL is not set: signed-out sessions, changed passwords and deleted \
+             accounts are not honoured here until their tokens expire"
+        );
+    }
 
     let app = match Application::build(config).await {
         Ok(app) => app,
