@@ -110,3 +110,29 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn config(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        Config::from_env(&Env::from_pairs([("JWT_SECRET", SECRET)].into_iter().chain(pairs.iter().copied())))
+    }
+
+    #[test]
+    fn session_lifetimes_default_and_must_nest() {
+        let sessions = config(&[]).unwrap().sessions;
+        assert_eq!(sessions, SessionPolicy::default());
+        assert_eq!(sessions.access_token_ttl.as_secs(), 604_800);
+        let err = config(&[("SESSION_IDLE_TIMEOUT", "3600")]).unwrap_err();
+        assert_eq!(err.to_string(), "SESSION_IDLE_TIMEOUT: must be at least ACCESS_TOKEN_TTL (604800 s)");
+        let err = config(&[("SESSION_MAX_AGE", "1000000")]).unwrap_err();
+        assert_eq!(err.to_string(), "SESSION_MAX_AGE: must be at least SESSION_IDLE_TIMEOUT (2592000 s)");
+        let short =
+            config(&[("ACCESS_TOKEN_TTL", "900"), ("SESSION_IDLE_TIMEOUT", "86400"), ("SESSION_MAX_AGE", "86400")]);
+        assert_eq!(short.unwrap().sessions.idle_timeout.as_secs(), 86_400);
+        assert_eq!(config(&[("REFRESH_REUSE_GRACE", "301")]).unwrap_err().var, "REFRESH_REUSE_GRACE");
+    }
+}

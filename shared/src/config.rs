@@ -318,4 +318,14 @@ mod tests {
         let err = env.socket_addr("TASK_LISTEN_ADDR", "127.0.0.1:50052".parse().unwrap()).unwrap_err();
         assert!(err.to_string().contains("such as 127.0.0.1:50052"), "{err}");
     }
+
+    #[test]
+    fn verification_secrets_are_a_comma_separated_list_each_long_enough() {
+        let two = format!("{SECRET}1,  {SECRET}2 ,");
+        let config = Env::from_pairs([("JWT_SECRET", SECRET), ("JWT_VERIFICATION_SECRETS", two.as_str())]);
+        assert_eq!(config.token_config().unwrap().verification_secrets.len(), 2);
+        let short = Env::from_pairs([("JWT_SECRET", SECRET), ("JWT_VERIFICATION_SECRETS", "short")]);
+        let err = short.token_config().unwrap_err();
+        assert_eq!(err.to_string(), "JWT_VERIFICATION_SECRETS: secret #1: must be at least 32 bytes long (got 5)");
+    }
 }

@@ -74,3 +74,31 @@ fn revocation_max_staleness(env: &Env) -> Result<Option<Duration>, ConfigError> 
     }
     Ok(Some(staleness))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn config(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        Config::from_env(&Env::from_pairs([("JWT_SECRET", SECRET)].into_iter().chain(pairs.iter().copied())))
+    }
+
+    #[test]
+    fn the_feed_is_optional_and_staleness_needs_it() {
+        let plain = config(&[]).unwrap();
+        assert_eq!((plain.auth_service_url, plain.revocation_max_staleness), (None, None));
+        let url = config(&[("AUTH_SERVICE_URL", "http://127.0.0.1:50051")]).unwrap();
+        assert_eq!(url.auth_service_url.as_deref(), Some("http://127.0.0.1:50051"));
+        assert_eq!(config(&[("AUTH_SERVICE_URL", "127.0.0.1:50051")]).unwrap_err().var, "AUTH_SERVICE_URL");
+        assert_eq!(config(&[("AUTH_SERVICE_URL", "ftp://x")]).unwrap_err().var, "AUTH_SERVICE_URL");
+        let err = config(&[("REVOCATION_MAX_STALENESS", "30")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "REVOCATION_MAX_STALENESS: needs AUTH_SERVICE_URL: without the feed every RPC would be refused"
+        );
+        let strict = config(&[("AUTH_SERVICE_URL", "http://127.0.0.1:50051"), ("REVOCATION_MAX_STALENESS", "30")]);
+        assert_eq!(strict.unwrap().revocation_max_staleness, Some(Duration::from_secs(30)));
+    }
+}
