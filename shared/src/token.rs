@@ -125,6 +125,8 @@ pub struct AuthenticatedUser {
     pub session_id: Option<Uuid>,
     /// The token's `iat`, seconds since the Unix epoch.
     pub issued_at: u64,
+    /// The token's `exp`, seconds since the Unix epoch.
+    pub expires_at: u64,
 }
 
 /// A freshly minted token.
@@ -425,7 +427,9 @@ impl TokenKeys {
         if claims.iat > now.saturating_add(LEEWAY.as_secs()) {
             return Err(TokenError::NotYetValid);
         }
-        Ok((AuthenticatedUser { id, email: claims.email, session_id, issued_at: claims.iat }, claims.exp))
+        let user =
+            AuthenticatedUser { id, email: claims.email, session_id, issued_at: claims.iat, expires_at: claims.exp };
+        Ok((user, claims.exp))
     }
 }
 

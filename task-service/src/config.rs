@@ -8,6 +8,8 @@ use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::limits::ServerLimits;
 
+use crate::watch::WatchLimits;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `TASK_LISTEN_ADDR`, default `127.0.0.1:50052`.
@@ -31,11 +33,17 @@ pub struct Config {
     /// `REVOCATION_MAX_STALENESS` in seconds: refuse RPCs (UNAVAILABLE) once the feed has
     /// been silent this long. Unset (the default): keep serving on the last known state.
     pub revocation_max_staleness: Option<Duration>,
+    /// `TASK_WATCH_*`: WatchTasks stream limits.
+    pub watch: WatchLimits,
+    /// `TASK_CHANGE_RETENTION` in seconds, default 7 days: how long the change log keeps a
+    /// change, so how long a WatchTasks client may stay away and still resume.
+    pub change_retention: Duration,
 }
 
 impl Config {
     pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
     pub const DEFAULT_SQLITE_FILE: &'static str = "data/tasks.db";
+    pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -49,8 +57,30 @@ impl Config {
             limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,
             auth_service_url: auth_service_url(env)?,
             revocation_max_staleness: revocation_max_staleness(env)?,
+            watch: watch_limits(env)?,
+            change_retention: env.seconds(
+                "TASK_CHANGE_RETENTION",
+                Self::DEFAULT_CHANGE_RETENTION,
+                60..=366 * 24 * 60 * 60,
+            )?,
         })
     }
+}
+
+fn watch_limits(env: &Env) -> Result<WatchLimits, ConfigError> {
+    let d = WatchLimits::default();
+    let count = |var: &'static str, default: usize, max: usize| -> Result<usize, ConfigError> {
+        let expected = format!("a whole number from 1 to {max}");
+        let n: usize = env.parse_or(var, default, &expected)?;
+        if (1..=max).contains(&n) { Ok(n) } else { Err(ConfigError::new(var, format!("expected {expected}"))) }
+    };
+    Ok(WatchLimits {
+        per_user: count("TASK_WATCH_MAX_STREAMS_PER_USER", d.per_user, 1024)?,
+        per_process: count("TASK_WATCH_MAX_STREAMS", d.per_process, 1_000_000)?,
+        bookmark_interval: env.seconds("TASK_WATCH_BOOKMARK_INTERVAL", d.bookmark_interval, 1..=3600)?,
+        max_age: env.seconds("TASK_WATCH_MAX_AGE", d.max_age, 10..=7 * 24 * 3600)?,
+        ..d
+    })
 }
 
 fn auth_service_url(env: &Env) -> Result<Option<String>, ConfigError> {

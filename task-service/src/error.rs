@@ -20,6 +20,12 @@ pub enum Error {
     /// The request's etag is not the task's current one.
     #[error("the task has changed since this etag was read: get it again and retry")]
     EtagMismatch,
+    /// A WatchTasks resume token older than the change log's retention.
+    #[error("resume_token is older than the change log's retention: start again with an empty resume_token")]
+    ResumeTokenExpired,
+    /// The WatchTasks stream limits.
+    #[error("{0}")]
+    TooManyStreams(&'static str),
     #[error("database error")]
     Database(#[from] sqlx::Error),
 }
@@ -45,6 +51,8 @@ impl From<Error> for Status {
                 violations.into()
             }
             Error::EtagMismatch => Status::aborted(err.to_string()),
+            Error::ResumeTokenExpired => Status::failed_precondition(err.to_string()),
+            Error::TooManyStreams(_) => Status::resource_exhausted(err.to_string()),
             Error::Database(db) => todo_shared::db::status_for(&db),
         }
     }

@@ -6,11 +6,14 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod follower;
+pub mod hub;
 pub mod page_token;
+pub mod resume_token;
 pub mod revocations;
 pub mod service;
 pub mod store;
 pub mod tasks;
+pub mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,10 +31,14 @@ use tonic::{Request, Status};
 
 pub use crate::config::Config;
 use crate::follower::{Follower, Freshness};
+use crate::hub::Hub;
 use crate::page_token::PageTokens;
+use crate::resume_token::ResumeTokens;
 use crate::revocations::Revocations;
 use crate::service::TaskApi;
+use crate::store::TaskStore;
 use crate::tasks::Tasks;
+use crate::watch::Watchers;
 
 /// The protobuf name of the service, as reported by health.
 pub const SERVICE_NAME: &str = "todo.task.v1.TaskService";
@@ -80,6 +87,20 @@ impl Interceptor for Gate {
     }
 }
 
+/// Deletes changes older than the retention, every ten minutes.
+async fn prune_changes(store: Arc<dyn store::Store>, retention: std::time::Duration) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10 * 60));
+    let retention = time::Duration::try_from(retention).unwrap_or(time::Duration::MAX);
+    loop {
+        tick.tick().await;
+        match store.prune_changes(todo_shared::timestamp::now() - retention).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "changes past their retention pruned"),
+            Err(err) => tracing::debug!(error = %err, "pruning the change log failed; retrying later"),
+        }
+    }
+}
+
 pub struct Application {
     host: GrpcHost,
 }
@@ -105,7 +126,7 @@ impl Application {
                 keys: Arc::clone(&keys),
                 revocations: Arc::clone(&revocations),
                 freshness: Arc::new(Freshness::default()),
-                store: Arc::clone(&store),
+                store: Arc::clone(&store) as Arc<dyn TaskStore>,
                 readiness: host.readiness(),
                 max_staleness: config.revocation_max_staleness,
             }
@@ -116,10 +137,24 @@ impl Application {
                  they expire, and deleted accounts' tasks are not purged"
             ),
         }
-        let tasks = Arc::new(Tasks::new(Arc::clone(&store), page_tokens));
+        let hub = Arc::new(Hub::default());
+        if let todo_shared::db::DatabaseUrl::Postgres(options) = &config.database {
+            tokio::spawn(hub::listen(options.clone(), store::NOTIFY_CHANNEL, Arc::clone(&hub)));
+        }
+        let task_store: Arc<dyn TaskStore> = Arc::clone(&store) as Arc<dyn TaskStore>;
+        let tasks = Arc::new(Tasks::new(task_store, page_tokens, Arc::clone(&hub)));
+        let watchers = Arc::new(Watchers::new(
+            Arc::clone(&store),
+            ResumeTokens::new(config.token.secret.expose_for_key_derivation()),
+            hub,
+            Arc::clone(&revocations),
+            host.readiness().subscribe(),
+            config.watch.clone(),
+        ));
+        tokio::spawn(prune_changes(Arc::clone(&store), config.change_retention));
         // Compressed requests are accepted (the size limit applies to the decompressed
         // message); answers go out uncompressed: they are small, and compressing costs CPU.
-        let api = TaskServiceServer::new(TaskApi::new(tasks))
+        let api = TaskServiceServer::new(TaskApi::new(tasks, watchers))
             .max_decoding_message_size(config.limits.max_request_bytes)
             .accept_compressed(CompressionEncoding::Gzip);
         let gate = Gate { bearer: RequireBearer::new(keys), revocations, readiness: host.readiness() };

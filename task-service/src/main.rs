@@ -30,14 +30,8 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     todo_shared::telemetry::init(&config.log_filter);
-    if config.auth_service_url.is_none() {
-        // On stderr as well as in the log: a log filter must not be able to hide it.
-        eprintln!(
-            "task-service: WARNING: AUTH_SERVICE_URL is not set: signed-out sessions, changed passwords and deleted \
-             accounts are not honoured here until their tokens expire"
-        );
-    }
 
+    let feedless = config.auth_service_url.is_none();
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(err) => {
@@ -46,6 +40,13 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if feedless {
+        // On stderr as well as in the log: a log filter must not be able to hide it.
+        eprintln!(
+            "task-service: WARNING: AUTH_SERVICE_URL is not set: signed-out sessions, changed passwords and deleted \
+             accounts are not honoured here until their tokens expire"
+        );
+    }
     match app.run_until(todo_shared::server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -34,11 +34,19 @@ pub enum Revocation {
     Account,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Revocations {
     state: RwLock<State>,
     /// Whether anything is revoked at all: the common case skips the lock.
     any: AtomicBool,
+    /// Bumped on every applied revocation: open WatchTasks streams check their caller again.
+    applied: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Self { state: RwLock::default(), any: AtomicBool::new(false), applied: tokio::sync::watch::channel(0).0 }
+    }
 }
 
 impl Revocations {
@@ -73,6 +81,13 @@ impl Revocations {
             }
         }
         self.any.store(true, Ordering::Release);
+        drop(state);
+        self.applied.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever a revocation is applied.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Forgets what can no longer refuse any unexpired token.
@@ -105,7 +120,7 @@ mod tests {
     use super::*;
 
     fn caller(id: Uuid, session: Option<Uuid>, iat: u64) -> AuthenticatedUser {
-        AuthenticatedUser { id, email: "a@b.co".into(), session_id: session, issued_at: iat }
+        AuthenticatedUser { id, email: "a@b.co".into(), session_id: session, issued_at: iat, expires_at: u64::MAX }
     }
 
     #[test]

@@ -12,14 +12,16 @@ use tonic::{Request, Response, Status};
 use crate::domain::{Etag, NewTask, TaskUpdate, parse_page_size, parse_task_id};
 use crate::error::Error;
 use crate::tasks::{ListRequest, Tasks};
+use crate::watch::{WatchStream, Watchers};
 
 pub struct TaskApi {
     tasks: Arc<Tasks>,
+    watchers: Arc<Watchers>,
 }
 
 impl TaskApi {
-    pub fn new(tasks: Arc<Tasks>) -> Self {
-        Self { tasks }
+    pub fn new(tasks: Arc<Tasks>, watchers: Arc<Watchers>) -> Self {
+        Self { tasks, watchers }
     }
 }
 
@@ -87,5 +89,16 @@ impl TaskService for TaskApi {
         let expected_version = Etag::expected_version(&request.get_ref().etag);
         self.tasks.delete(user, id, expected_version).await?;
         Ok(Response::new(pb::DeleteTaskResponse {}))
+    }
+
+    type WatchTasksStream = WatchStream;
+
+    async fn watch_tasks(
+        &self,
+        request: Request<pb::WatchTasksRequest>,
+    ) -> Result<Response<Self::WatchTasksStream>, Status> {
+        let caller = AuthenticatedUser::from_request(&request)?.clone();
+        let stream = self.watchers.open(caller, &request.get_ref().resume_token).await?;
+        Ok(Response::new(stream))
     }
 }

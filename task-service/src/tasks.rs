@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::{NewTask, Task, TaskUpdate};
 use crate::error::Error;
+use crate::hub::Hub;
 use crate::page_token::{Cursor, PageTokens};
 use crate::store::{IdempotencyKey, PageQuery, TaskStore};
 use todo_shared::validation::FieldViolations;
@@ -14,6 +15,8 @@ use todo_shared::validation::FieldViolations;
 pub struct Tasks {
     store: Arc<dyn TaskStore>,
     page_tokens: PageTokens,
+    /// Told of every change, so this process's WatchTasks streams look at once.
+    hub: Arc<Hub>,
 }
 
 /// A validated ListTasks request.
@@ -31,8 +34,8 @@ pub struct Page {
 }
 
 impl Tasks {
-    pub fn new(store: Arc<dyn TaskStore>, page_tokens: PageTokens) -> Self {
-        Self { store, page_tokens }
+    pub fn new(store: Arc<dyn TaskStore>, page_tokens: PageTokens, hub: Arc<Hub>) -> Self {
+        Self { store, page_tokens, hub }
     }
 
     pub async fn create(&self, user_id: Uuid, new: NewTask) -> Result<Task, Error> {
@@ -52,6 +55,7 @@ impl Tasks {
         let fingerprint = new.fingerprint();
         let key = new.request_id.as_ref().map(|id| IdempotencyKey { request_id: id.as_str(), fingerprint });
         let stored = self.store.insert_task(&task, key.as_ref()).await?;
+        self.hub.wake(user_id);
         if stored.id == task.id {
             tracing::info!(task_id = %task.id, "task created");
         } else {
@@ -93,12 +97,14 @@ impl Tasks {
 
     pub async fn update(&self, user_id: Uuid, update: TaskUpdate) -> Result<Task, Error> {
         let task = self.store.update_task(user_id, update.id, &update.patch, timestamp::now()).await?;
+        self.hub.wake(user_id);
         tracing::info!(task_id = %task.id, version = task.version, "task updated");
         Ok(task)
     }
 
     pub async fn delete(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
         self.store.delete_task(user_id, id, expected_version).await?;
+        self.hub.wake(user_id);
         tracing::info!(task_id = %id, "task deleted");
         Ok(())
     }

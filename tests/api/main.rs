@@ -13,4 +13,5 @@ mod reflection;
 mod sessions;
 mod tasks;
 mod throttle;
+mod watch;
 mod web;

@@ -92,6 +92,8 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
         limits: test_limits(task_service::DEFAULT_MAX_REQUEST_BYTES),
         auth_service_url: None,
         revocation_max_staleness: None,
+        watch: task_service::watch::WatchLimits::default(),
+        change_retention: task_service::Config::DEFAULT_CHANGE_RETENTION,
     }
 }
 

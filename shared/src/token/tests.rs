@@ -89,7 +89,7 @@ fn a_remembered_token_expires_like_any_other() {
     let now = jsonwebtoken::get_current_timestamp();
     keys.remember(
         &token,
-        &AuthenticatedUser { id: Uuid::nil(), email: String::new(), session_id: None, issued_at: 0 },
+        &AuthenticatedUser { id: Uuid::nil(), email: String::new(), session_id: None, issued_at: 0, expires_at: 0 },
         exp,
         now,
     );

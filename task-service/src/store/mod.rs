@@ -8,8 +8,17 @@ macro_rules! task_columns {
     };
 }
 
+/// The PostgreSQL channel on which every recorded change is announced (payload: the user id).
+macro_rules! notify_channel {
+    () => {
+        "todo_task_changes"
+    };
+}
+
 mod postgres;
+mod postgres_changes;
 mod sqlite;
+mod sqlite_changes;
 
 use std::sync::Arc;
 
@@ -39,6 +48,11 @@ pub static MIGRATIONS: Migrations = Migrations {
             description: "create auth feed",
             sql: include_str!("../../migrations/postgres/0003_create_auth_feed.sql"),
         },
+        MigrationFile {
+            version: 4,
+            description: "create task changes",
+            sql: include_str!("../../migrations/postgres/0004_create_task_changes.sql"),
+        },
     ],
     sqlite: &[
         MigrationFile {
@@ -55,6 +69,11 @@ pub static MIGRATIONS: Migrations = Migrations {
             version: 3,
             description: "create auth feed",
             sql: include_str!("../../migrations/sqlite/0003_create_auth_feed.sql"),
+        },
+        MigrationFile {
+            version: 4,
+            description: "create task changes",
+            sql: include_str!("../../migrations/sqlite/0004_create_task_changes.sql"),
         },
     ],
 };
@@ -110,7 +129,59 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn feed_position(&self) -> Result<i64, Error>;
 }
 
-pub fn for_pool(pool: &Pool) -> Arc<dyn TaskStore> {
+pub const NOTIFY_CHANNEL: &str = notify_channel!();
+
+/// One entry of a user's change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The user's change position: 1, 2, 3, ... in commit order, without gaps.
+    pub position: i64,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The task as the change left it.
+    Upserted(Task),
+    Deleted(Uuid),
+}
+
+/// A user's tasks and the position of the change log they reflect.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub position: i64,
+    pub tasks: Vec<Task>,
+}
+
+/// Where a user's retained change log starts and ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// The user's latest position (0: no change ever).
+    pub head: i64,
+    /// The oldest retained position, if any change is retained.
+    pub oldest: Option<i64>,
+}
+
+/// The change log's read side, for WatchTasks.
+#[tonic::async_trait]
+pub trait ChangeLog: Send + Sync + 'static {
+    /// The user's tasks and the log position they reflect, read consistently.
+    async fn snapshot(&self, user_id: Uuid) -> Result<Snapshot, Error>;
+
+    /// Up to `limit` changes after `position`, in order.
+    async fn changes_after(&self, user_id: Uuid, position: i64, limit: i64) -> Result<Vec<Change>, Error>;
+
+    async fn bounds(&self, user_id: Uuid) -> Result<LogBounds, Error>;
+
+    /// Deletes changes recorded before `before` (retention). Returns how many.
+    async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64, Error>;
+}
+
+/// Everything task-service stores.
+pub trait Store: TaskStore + ChangeLog {}
+impl<T: TaskStore + ChangeLog> Store for T {}
+
+pub fn for_pool(pool: &Pool) -> Arc<dyn Store> {
     match pool {
         Pool::Postgres(pool) => Arc::new(postgres::PgTaskStore::new(pool.clone())),
         Pool::Sqlite(pool) => Arc::new(sqlite::SqliteTaskStore::new(pool.clone())),

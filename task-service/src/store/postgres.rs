@@ -6,11 +6,30 @@ use todo_shared::timestamp::from_unix_micros;
 use uuid::Uuid;
 
 use super::{IdempotencyKey, PageQuery, TaskStore, no_row_error, replay};
+
+/// The CTE `h` that takes the next position of the user of the rows in CTE `t`.
+macro_rules! head_cte {
+    () => {
+        "h AS (INSERT INTO task_change_heads (user_id, position) SELECT user_id, 1 FROM t \
+         ON CONFLICT (user_id) DO UPDATE SET position = task_change_heads.position + 1 RETURNING position)"
+    };
+}
+
+/// The `upserted` change of the task in CTE `t` at the position in CTE `h`, recorded at the
+/// task's `updated_at` (the change's own time).
+macro_rules! upserted_change {
+    () => {
+        "INSERT INTO task_changes (user_id, position, kind, task_id, title, description, completed, due_time, \
+         created_at, updated_at, version, recorded_at) \
+         SELECT t.user_id, h.position, 'upserted', t.id, t.title, t.description, t.completed, t.due_time, \
+         t.created_at, t.updated_at, t.version, t.updated_at FROM t, h"
+    };
+}
 use crate::domain::{Task, TaskPatch};
 use crate::error::Error;
 
 pub struct PgTaskStore {
-    pool: PostgresPool,
+    pub(super) pool: PostgresPool,
 }
 
 impl PgTaskStore {
@@ -27,28 +46,38 @@ impl PgTaskStore {
     }
 }
 
+/// The task's insert and its change, in one statement (so it needs no transaction of its own):
+/// the head upsert takes the user's next position and holds its row lock until commit.
 async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Task) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(task.id)
-    .bind(task.user_id)
-    .bind(&task.title)
-    .bind(&task.description)
-    .bind(task.completed)
-    .bind(task.due_time)
-    .bind(task.created_at)
-    .bind(task.updated_at)
-    .bind(task.version)
-    .execute(conn)
-    .await?;
+    let sql = concat!(
+        "WITH t AS (\
+           INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *), ",
+        head_cte!(),
+        ", c AS (",
+        upserted_change!(),
+        ") SELECT 1 FROM t, (SELECT pg_notify('",
+        notify_channel!(),
+        "', $2::text)) AS n"
+    );
+    sqlx::query(sql)
+        .bind(task.id)
+        .bind(task.user_id)
+        .bind(&task.title)
+        .bind(&task.description)
+        .bind(task.completed)
+        .bind(task.due_time)
+        .bind(task.created_at)
+        .bind(task.updated_at)
+        .bind(task.version)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Reads a row selected with `task_columns!()`, by position: looking each column up by name
 /// hashes its name, nine times a row, a hundred rows a page.
-fn task_from_row(row: &PgRow) -> Result<Task, sqlx::Error> {
+pub(super) fn task_from_row(row: &PgRow) -> Result<Task, sqlx::Error> {
     Ok(Task {
         id: row.try_get(0)?,
         user_id: row.try_get(1)?,
@@ -152,7 +181,7 @@ impl TaskStore for PgTaskStore {
 
     async fn update_task(&self, user_id: Uuid, id: Uuid, patch: &TaskPatch, at: OffsetDateTime) -> Result<Task, Error> {
         let sql = concat!(
-            "UPDATE tasks SET \
+            "WITH t AS (UPDATE tasks SET \
                  title = COALESCE($3, title), \
                  description = COALESCE($4, description), \
                  completed = COALESCE($5, completed), \
@@ -160,8 +189,14 @@ impl TaskStore for PgTaskStore {
                  updated_at = $8, \
                  version = version + 1 \
              WHERE id = $1 AND user_id = $2 AND ($9::bigint IS NULL OR version = $9) \
-             RETURNING ",
-            task_columns!()
+             RETURNING *), ",
+            head_cte!(),
+            ", c AS (",
+            upserted_change!(),
+            ") SELECT t.id, t.user_id, t.title, t.description, t.completed, t.due_time, t.created_at, t.updated_at, \
+             t.version FROM t, (SELECT pg_notify('",
+            notify_channel!(),
+            "', $2::text)) AS n"
         );
         let row = sqlx::query(sql)
             .bind(id)
@@ -182,28 +217,53 @@ impl TaskStore for PgTaskStore {
     }
 
     async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
-        let deleted =
-            sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint IS NULL OR version = $3)")
-                .bind(id)
-                .bind(user_id)
-                .bind(expected_version)
-                .execute(&mut self.pool.acquire().await?)
-                .await?
-                .rows_affected();
-        if deleted == 1 { Ok(()) } else { Err(no_row_error(self.current_version(user_id, id).await?)) }
+        let sql = concat!(
+            "WITH t AS (DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint IS NULL OR version = $3) \
+             RETURNING id, user_id), ",
+            head_cte!(),
+            ", c AS (INSERT INTO task_changes (user_id, position, kind, task_id, recorded_at) \
+             SELECT t.user_id, h.position, 'deleted', t.id, $4 FROM t, h) \
+             SELECT 1 FROM t, (SELECT pg_notify('",
+            notify_channel!(),
+            "', $2::text)) AS n"
+        );
+        let deleted = sqlx::query(sql)
+            .bind(id)
+            .bind(user_id)
+            .bind(expected_version)
+            .bind(todo_shared::timestamp::now())
+            .fetch_optional(&mut self.pool.acquire().await?)
+            .await?
+            .is_some();
+        if deleted { Ok(()) } else { Err(no_row_error(self.current_version(user_id, id).await?)) }
     }
 
     async fn purge_user(&self, user_id: Uuid, position: i64) -> Result<u64, Error> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        let tasks = sqlx::query("DELETE FROM tasks WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        // One `deleted` change per task, at consecutive positions after the user's head.
+        let tasks: i64 = sqlx::query_scalar(
+            "WITH d AS (DELETE FROM tasks WHERE user_id = $1 RETURNING id), \
+             n AS (SELECT count(*) AS c FROM d), \
+             h AS (INSERT INTO task_change_heads (user_id, position) SELECT $1, c FROM n WHERE c > 0 \
+                   ON CONFLICT (user_id) DO UPDATE SET position = task_change_heads.position + EXCLUDED.position \
+                   RETURNING position), \
+             ch AS (INSERT INTO task_changes (user_id, position, kind, task_id, recorded_at) \
+                   SELECT $1, h.position - n.c + row_number() OVER (ORDER BY d.id), 'deleted', d.id, $2 \
+                   FROM d, h, n) \
+             SELECT c FROM n",
+        )
+        .bind(user_id)
+        .bind(todo_shared::timestamp::now())
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM task_create_requests WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
         sqlx::query("UPDATE auth_feed_position SET position = GREATEST(position, $1)")
             .bind(position)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(tasks.rows_affected())
+        Ok(u64::try_from(tasks).unwrap_or(0))
     }
 
     async fn feed_position(&self) -> Result<i64, Error> {

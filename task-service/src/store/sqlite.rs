@@ -4,12 +4,12 @@ use time::OffsetDateTime;
 use todo_shared::timestamp::{from_unix_micros, to_unix_micros};
 use uuid::Uuid;
 
-use super::{IdempotencyKey, PageQuery, TaskStore, no_row_error, replay};
+use super::{ChangeKind, IdempotencyKey, PageQuery, TaskStore, no_row_error, replay};
 use crate::domain::{Task, TaskPatch};
 use crate::error::Error;
 
 pub struct SqliteTaskStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteTaskStore {
@@ -26,7 +26,7 @@ impl SqliteTaskStore {
     }
 }
 
-fn time_from(micros: i64) -> Result<OffsetDateTime, sqlx::Error> {
+pub(super) fn time_from(micros: i64) -> Result<OffsetDateTime, sqlx::Error> {
     from_unix_micros(micros).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
@@ -49,7 +49,54 @@ async fn insert_row(conn: &mut sqlx::SqliteConnection, task: &Task) -> Result<()
     Ok(())
 }
 
-fn task_from_row(row: &SqliteRow) -> Result<Task, sqlx::Error> {
+/// Records a change of `user_id`'s tasks inside the caller's (write) transaction: the next
+/// position from the user's head row, then the change itself.
+async fn record(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: Uuid,
+    change: &ChangeKind,
+    at: OffsetDateTime,
+) -> Result<i64, sqlx::Error> {
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO task_change_heads (user_id, position) VALUES ($1, 1) \
+         ON CONFLICT (user_id) DO UPDATE SET position = task_change_heads.position + 1 RETURNING position",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let query = sqlx::query(
+        "INSERT INTO task_changes (user_id, position, kind, task_id, title, description, completed, due_time, \
+         created_at, updated_at, version, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(user_id)
+    .bind(position);
+    let query = match change {
+        ChangeKind::Upserted(task) => query
+            .bind("upserted")
+            .bind(task.id)
+            .bind(&task.title)
+            .bind(&task.description)
+            .bind(task.completed)
+            .bind(task.due_time.map(to_unix_micros))
+            .bind(to_unix_micros(task.created_at))
+            .bind(to_unix_micros(task.updated_at))
+            .bind(task.version),
+        ChangeKind::Deleted(id) => query
+            .bind("deleted")
+            .bind(*id)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<bool>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<i64>),
+    };
+    query.bind(to_unix_micros(at)).execute(&mut *conn).await?;
+    Ok(position)
+}
+
+pub(super) fn task_from_row(row: &SqliteRow) -> Result<Task, sqlx::Error> {
     let due_time: Option<i64> = row.try_get("due_time")?;
     Ok(Task {
         id: row.try_get("id")?,
@@ -67,13 +114,15 @@ fn task_from_row(row: &SqliteRow) -> Result<Task, sqlx::Error> {
 #[tonic::async_trait]
 impl TaskStore for SqliteTaskStore {
     async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<Task, Error> {
+        // SQLite runs one writer at a time; BEGIN IMMEDIATE takes the write lock at once, so
+        // the claim, the insert and its change are atomic with respect to parallel retries.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(key) = key else {
-            insert_row(&mut *self.pool.acquire().await?, task).await?;
+            insert_row(&mut tx, task).await?;
+            record(&mut tx, task.user_id, &ChangeKind::Upserted(task.clone()), task.updated_at).await?;
+            tx.commit().await?;
             return Ok(task.clone());
         };
-        // SQLite runs one writer at a time: the first statement takes the write lock, so the
-        // claim and the insert are atomic with respect to parallel retries.
-        let mut tx = self.pool.begin().await?;
         let claimed = sqlx::query(
             "INSERT INTO task_create_requests (user_id, request_id, fingerprint, task_id, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, request_id) DO NOTHING",
@@ -89,6 +138,7 @@ impl TaskStore for SqliteTaskStore {
             == 1;
         if claimed {
             insert_row(&mut tx, task).await?;
+            record(&mut tx, task.user_id, &ChangeKind::Upserted(task.clone()), task.updated_at).await?;
             tx.commit().await?;
             return Ok(task.clone());
         }
@@ -147,6 +197,7 @@ impl TaskStore for SqliteTaskStore {
              RETURNING ",
             task_columns!()
         );
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(sql)
             .bind(id)
             .bind(user_id)
@@ -157,35 +208,53 @@ impl TaskStore for SqliteTaskStore {
             .bind(patch.due_time.flatten().map(to_unix_micros))
             .bind(to_unix_micros(at))
             .bind(patch.expected_version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        match row {
-            Some(row) => Ok(task_from_row(&row)?),
-            None => Err(no_row_error(self.current_version(user_id, id).await?)),
-        }
+        let Some(row) = row else {
+            drop(tx);
+            return Err(no_row_error(self.current_version(user_id, id).await?));
+        };
+        let task = task_from_row(&row)?;
+        record(&mut tx, user_id, &ChangeKind::Upserted(task.clone()), at).await?;
+        tx.commit().await?;
+        Ok(task)
     }
 
     async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let deleted = sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3 IS NULL OR version = $3)")
             .bind(id)
             .bind(user_id)
             .bind(expected_version)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
-        if deleted == 1 { Ok(()) } else { Err(no_row_error(self.current_version(user_id, id).await?)) }
+        if deleted != 1 {
+            drop(tx);
+            return Err(no_row_error(self.current_version(user_id, id).await?));
+        }
+        record(&mut tx, user_id, &ChangeKind::Deleted(id), todo_shared::timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn purge_user(&self, user_id: Uuid, position: i64) -> Result<u64, Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let tasks = sqlx::query("DELETE FROM tasks WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar("DELETE FROM tasks WHERE user_id = $1 RETURNING id")
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let at = todo_shared::timestamp::now();
+        for id in &ids {
+            record(&mut tx, user_id, &ChangeKind::Deleted(*id), at).await?;
+        }
         sqlx::query("DELETE FROM task_create_requests WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
         sqlx::query("UPDATE auth_feed_position SET position = MAX(position, $1)")
             .bind(position)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(tasks.rows_affected())
+        Ok(ids.len() as u64)
     }
 
     async fn feed_position(&self) -> Result<i64, Error> {

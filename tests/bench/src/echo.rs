@@ -105,6 +105,15 @@ impl TaskService for Echo {
     ) -> Result<Response<task_pb::DeleteTaskResponse>, Status> {
         Ok(Response::new(task_pb::DeleteTaskResponse {}))
     }
+
+    type WatchTasksStream = tokio_stream::Empty<Result<task_pb::WatchTasksResponse, Status>>;
+
+    async fn watch_tasks(
+        &self,
+        _: Request<task_pb::WatchTasksRequest>,
+    ) -> Result<Response<Self::WatchTasksStream>, Status> {
+        Err(Status::unimplemented("the echo server does not stream"))
+    }
 }
 
 #[tonic::async_trait]

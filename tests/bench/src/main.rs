@@ -176,6 +176,7 @@ fn revocation_check_cost() {
         email: "user-123456-42@bench.example.com".to_owned(),
         session_id: Some(uuid::Uuid::new_v4()),
         issued_at: 2,
+        expires_at: u64::MAX,
     };
     println!("set: {:?} (sessions, users)", revocations.len());
     for _ in 0..3 {

@@ -81,10 +81,21 @@ pub async fn serve(mode: Option<&str>) -> Result<()> {
             email: "fixed@bench.example.com".to_owned(),
             session_id: None,
             issued_at: 0,
+            expires_at: u64::MAX,
         })
     };
-    let tasks = Arc::new(Tasks::new(store::for_pool(&pool), page_tokens));
-    let api = TaskServiceServer::new(TaskApi::new(tasks))
+    let store = store::for_pool(&pool);
+    let hub = Arc::new(task_service::hub::Hub::default());
+    let tasks = Arc::new(Tasks::new(Arc::clone(&store) as Arc<dyn store::TaskStore>, page_tokens, Arc::clone(&hub)));
+    let watchers = Arc::new(task_service::watch::Watchers::new(
+        store,
+        task_service::resume_token::ResumeTokens::new(config.token.secret.expose_for_key_derivation()),
+        hub,
+        Arc::new(task_service::revocations::Revocations::default()),
+        host.readiness().subscribe(),
+        config.watch.clone(),
+    ));
+    let api = TaskServiceServer::new(TaskApi::new(tasks, watchers))
         .max_decoding_message_size(config.limits.max_request_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
     let gate = Gate { caller, readiness: host.readiness() };

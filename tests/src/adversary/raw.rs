@@ -83,8 +83,22 @@ pub async fn call_raw(channel: &Channel, path: &str, body: Vec<u8>, metadata: &M
         }
     }
     let path = PathAndQuery::from_str(path).expect("path");
-    grpc.unary(request, path, RawCodec).await.map(tonic::Response::into_inner)
+    // As a server-streaming call, which a unary RPC answers with one message: so streaming
+    // RPCs (WatchTasks) are probed too. Their stream stays open: what arrives until it has
+    // been quiet for a moment is the answer.
+    let mut stream = grpc.server_streaming(request, path, RawCodec).await?.into_inner();
+    let mut answer = Vec::new();
+    loop {
+        match tokio::time::timeout(STREAM_QUIET, stream.message()).await {
+            Ok(Ok(Some(message))) => answer.extend(message),
+            Ok(Ok(None)) | Err(_) => return Ok(answer),
+            Ok(Err(status)) => return Err(status),
+        }
+    }
 }
+
+/// How long a streaming answer may be silent before the probe takes what it has.
+const STREAM_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// What a client can observe of an error, for byte-for-byte comparisons: the code, the
 /// message, the details bytes and the names of the metadata entries.
