@@ -32,4 +32,4 @@ echo "== npm run build"
 npm run --silent build
 
 echo "== browser test (auth $AUTH_URL, tasks $TASK_URL)"
-node --test e2e/browser.test.mjs e2e/sessions.test.mjs
+node --test e2e/browser.test.mjs e2e/sessions.test.mjs e2e/live.test.mjs

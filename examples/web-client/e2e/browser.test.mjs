@@ -91,16 +91,20 @@ test("web client against the live pair", { timeout: 180_000 }, async (t) => {
     await item(page, "Buy milk").getByRole("checkbox").check();
     await expectCompleted(page, "Buy milk", true);
 
-    step("stale etag: a change made in another tab wins, this tab is told and reloads");
+    step("stale etag: an edit open here while another tab saves a change is refused, and the list reloads");
     const other = await context.newPage(); // same localStorage: same session
     await other.goto(appUrl);
     await expectTitles(other, ["Write report"], "other tab first page");
+    await item(page, "Write report").getByRole("button", { name: "Edit" }).click();
     await item(other, "Write report").getByRole("button", { name: "Edit" }).click();
     await other.getByTestId("edit-title").fill("Write the report");
     await other.getByRole("button", { name: "Save" }).click();
     await expectTitles(other, ["Write the report"], "edited in the other tab");
     await other.close();
-    await item(page, "Write report").getByRole("button", { name: "Delete" }).click();
+    // The open form is left alone by the live change; saving it would overwrite that change.
+    assert.equal(await page.getByTestId("edit-title").inputValue(), "Write report", "the form keeps what was opened");
+    await page.getByTestId("edit-title").fill("Write a report");
+    await page.getByRole("button", { name: "Save" }).click();
     await expectText(page.getByTestId("notice"), /changed elsewhere/, "ABORTED message");
     await expectTitles(page, ["Write the report"], "list reloaded after ABORTED");
 

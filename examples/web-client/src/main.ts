@@ -7,6 +7,7 @@ import { clearSession, loadSession, readConfig, SESSION_KEY, saveSession, type S
 import { explain, isSessionExpired, type Operation, type Problem } from "./errors";
 import { busy, button, byId, clearFormProblem, clearNotice, showFormProblem, showNotice, type FormSlots } from "./ui";
 import { LogoutScope, type LoginResponse } from "./gen/todo/auth/v1/auth_pb";
+import { createLive, type LiveState } from "./live";
 import { createRenewal } from "./renewal";
 import type { Task } from "./gen/todo/task/v1/task_pb";
 
@@ -22,15 +23,37 @@ const renewal = createRenewal(
   adoptSession,
 );
 const api = createApi(config.endpoints, () => session?.accessToken ?? null, (stale) => renewal.renew(stale));
+const live = createLive(api, () => session?.accessToken ?? null, (stale) => renewal.renew(stale), {
+  current: liveCaughtUp,
+  upserted: (task) => {
+    known.set(task.id, task);
+    if (liveCurrent) showRemote(task);
+  },
+  deleted: (id) => {
+    known.delete(id);
+    if (liveCurrent) hideRemote(id);
+  },
+  state: showLiveState,
+  sessionEnded: (err) => reportFailure(err, "list"),
+});
 
 /** Bumped on every log-in and log-out: answers that arrive for an earlier session are dropped. */
 let sessionEpoch = 0;
 /** Bumped whenever the list is reloaded from the first page: stale pages are dropped. */
 let listEpoch = 0;
 
-/** The tasks on screen, by id, in the order the server gave them (newest first). */
+/** The tasks on screen, by id; on screen they are in the server's order (newest first). */
 const tasks = new Map<string, Task>();
 let nextPageToken = "";
+/** The last task of the last page loaded: tasks that sort after it are on pages not loaded yet. */
+let lastLoaded: Task | null = null;
+/**
+ * Every task of the user as the live stream (WatchTasks) reports them, complete once the
+ * stream has caught up (`liveCurrent`). The pages on screen are a window onto this: a change
+ * made elsewhere shows up if it falls inside the pages loaded so far.
+ */
+const known = new Map<string, Task>();
+let liveCurrent = false;
 /** Whether the first page has arrived since the last (re)load. */
 let listLoaded = false;
 /** The task whose edit form is open, if any. */
@@ -44,6 +67,7 @@ const currentUser = byId("current-user", HTMLElement);
 const logoutButton = byId("logout", HTMLButtonElement);
 const logoutAllButton = byId("logout-all", HTMLButtonElement);
 const loading = byId("loading", HTMLParagraphElement);
+const liveStatus = byId("live-status", HTMLElement);
 
 const authView = byId("auth-view", HTMLElement);
 const authForm = byId("auth-form", HTMLFormElement);
@@ -138,6 +162,14 @@ function beginSession(response: LoginResponse, typedEmail: string): void {
   clearFormProblem(newTaskSlots);
   showTasksView(s);
   newTitle.focus();
+  followSession();
+}
+
+/** Loads the first page and starts the live stream for the session now in place. */
+function followSession(): void {
+  known.clear();
+  liveCurrent = false;
+  live.start();
   void reloadTasks();
 }
 
@@ -153,6 +185,9 @@ function endSession(message: string, kind: "info" | "error"): void {
   session = null;
   clearSession();
   renewal.schedule(null);
+  live.stop();
+  known.clear();
+  liveCurrent = false;
   accountPanel.hide();
   sessionEpoch++;
   listEpoch++;
@@ -190,6 +225,7 @@ function resetList(): void {
   tasks.clear();
   taskList.replaceChildren();
   nextPageToken = "";
+  lastLoaded = null;
   listLoaded = false;
   editingId = null;
   updateListChrome();
@@ -209,9 +245,11 @@ async function reloadTasks(): Promise<void> {
     const res = await api.tasks.listTasks({ pageSize: config.pageSize });
     if (epoch !== sessionEpoch || list !== listEpoch) return;
     resetList();
-    res.tasks.forEach((t) => upsertTask(t, "end"));
+    res.tasks.forEach((t) => upsertTask(t));
     nextPageToken = res.nextPageToken;
+    lastLoaded = res.tasks.at(-1) ?? null;
     listLoaded = true;
+    reconcile();
   } catch (err) {
     if (epoch === sessionEpoch && list === listEpoch) reportFailure(err, "list");
   } finally {
@@ -229,8 +267,10 @@ async function loadMore(): Promise<void> {
     try {
       const res = await api.tasks.listTasks({ pageSize: config.pageSize, pageToken: nextPageToken });
       if (epoch !== sessionEpoch || list !== listEpoch) return;
-      res.tasks.forEach((t) => upsertTask(t, "end"));
+      res.tasks.forEach((t) => upsertTask(t));
       nextPageToken = res.nextPageToken;
+      lastLoaded = res.tasks.at(-1) ?? lastLoaded;
+      reconcile();
     } catch (err) {
       if (epoch === sessionEpoch && list === listEpoch) reportFailure(err, "list");
     }
@@ -244,33 +284,128 @@ function findItem(id: string): HTMLLIElement | null {
   return taskList.querySelector<HTMLLIElement>(`li[data-task-id="${CSS.escape(id)}"]`);
 }
 
-/** Shows `task`: replaces it in place if shown, else adds it at the start or the end. */
-function upsertTask(task: Task, where: "start" | "end"): void {
-  const existed = tasks.has(task.id);
+/** The server's order: newest first (by creation time, then id). True when `a` comes after `b`. */
+function sortsAfter(a: Task, b: Task): boolean {
+  const aSeconds = a.createTime?.seconds ?? 0n;
+  const bSeconds = b.createTime?.seconds ?? 0n;
+  if (aSeconds !== bSeconds) return aSeconds < bSeconds;
+  const aNanos = a.createTime?.nanos ?? 0;
+  const bNanos = b.createTime?.nanos ?? 0;
+  if (aNanos !== bNanos) return aNanos < bNanos;
+  return a.id < b.id;
+}
+
+/** Shows `task`: replaced in place if shown, else in the server's order. */
+function upsertTask(task: Task): void {
   tasks.set(task.id, task);
   if (editingId === task.id) editingId = null;
   const item = renderTask(task);
   const old = findItem(task.id);
   if (old !== null) {
     old.replaceWith(item);
-  } else if (!existed && where === "start") {
-    taskList.prepend(item);
-  } else {
-    taskList.append(item);
+    return;
   }
+  // Pages arrive in order, so the place is usually at the end: look from there.
+  let before: Element | null = null;
+  for (let el = taskList.lastElementChild; el !== null; el = el.previousElementSibling) {
+    const shown = tasks.get((el as HTMLElement).dataset.taskId ?? "");
+    if (shown !== undefined && !sortsAfter(shown, task)) break;
+    before = el;
+  }
+  taskList.insertBefore(item, before);
 }
 
-function removeTask(id: string): void {
+/**
+ * Takes `id` off the screen. `moveFocus`: the person deleted it here, so the focus goes to the
+ * next task; otherwise the focus moves only if it was on the task that went away.
+ */
+function removeTask(id: string, moveFocus = true): void {
   tasks.delete(id);
   if (editingId === id) editingId = null;
   const item = findItem(id);
+  const hadFocus = item !== null && item.contains(document.activeElement);
   // Keep the keyboard focus in the list: on the next task, else the previous, else the new-task form.
   const neighbour = (item?.nextElementSibling ?? item?.previousElementSibling) as HTMLElement | null;
   item?.remove();
-  (neighbour?.querySelector<HTMLElement>("input, button") ?? newTitle).focus();
+  if (moveFocus || hadFocus) (neighbour?.querySelector<HTMLElement>("input, button") ?? newTitle).focus();
   updateListChrome();
   // The last shown task is gone but the server has more: show the next page right away.
   if (tasks.size === 0 && nextPageToken !== "") void loadMore();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live changes (WatchTasks)
+
+/**
+ * The answer to this page's own create or update: shown at once, and known as the latest
+ * version until the stream reports it (so a page arriving first does not take it away).
+ */
+function acknowledged(task: Task): void {
+  if (liveCurrent) known.set(task.id, task);
+  upsertTask(task);
+}
+
+/** Whether `task` belongs on the pages loaded so far. */
+function inShownRange(task: Task): boolean {
+  return listLoaded && (nextPageToken === "" || lastLoaded === null || !sortsAfter(task, lastLoaded));
+}
+
+/** A task created or changed elsewhere (or here: the stream reports every change). */
+function showRemote(task: Task): void {
+  if (editingId === task.id) {
+    // The open form keeps the version it was opened on, so saving it is refused as changed
+    // elsewhere (ABORTED) instead of silently overwriting this change.
+    tasks.set(task.id, task);
+    return;
+  }
+  if (!tasks.has(task.id) && !inShownRange(task)) return;
+  upsertTask(task);
+  updateListChrome();
+}
+
+/** A task deleted elsewhere. */
+function hideRemote(id: string): void {
+  const task = tasks.get(id);
+  if (task === undefined) return;
+  const wasEditing = editingId === id;
+  removeTask(id, false);
+  if (wasEditing) showNotice(`“${task.title}” was deleted elsewhere.`, "error");
+}
+
+/** The stream caught up: `all` is every task. Brings the pages on screen in line with it. */
+function liveCaughtUp(all: Task[]): void {
+  known.clear();
+  all.forEach((t) => known.set(t.id, t));
+  liveCurrent = true;
+  reconcile();
+}
+
+/** Makes the screen agree with `known` (after the stream caught up, or a page arrived). */
+function reconcile(): void {
+  if (!liveCurrent || !listLoaded) return;
+  for (const id of [...tasks.keys()]) {
+    if (!known.has(id)) hideRemote(id);
+  }
+  for (const task of known.values()) {
+    const shown = tasks.get(task.id);
+    if (shown === undefined || shown.etag !== task.etag) showRemote(task);
+  }
+  updateListChrome();
+}
+
+const LIVE_LABELS: Record<LiveState, string> = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+};
+
+function showLiveState(state: LiveState): void {
+  liveStatus.dataset.state = state;
+  liveStatus.textContent = LIVE_LABELS[state];
+  liveStatus.title =
+    state === "live"
+      ? "Changes made on your other devices show up here as they happen."
+      : "Changes made elsewhere show up once the connection is back.";
 }
 
 function renderTask(task: Task): HTMLLIElement {
@@ -334,13 +469,13 @@ async function setCompleted(id: string, completed: boolean): Promise<void> {
       // The etag makes the change conditional: ABORTED if someone changed the task meanwhile.
       const res = await api.tasks.updateTask({ id, completed, etag: task.etag });
       if (epoch !== sessionEpoch || res.task === undefined) return;
-      upsertTask(res.task, "start");
+      acknowledged(res.task);
       findItem(id)?.querySelector("input")?.focus();
       showNotice(completed ? `Marked “${res.task.title}” as done.` : `Reopened “${res.task.title}”.`);
     } catch (err) {
       if (epoch !== sessionEpoch) return;
       const current = tasks.get(id);
-      if (current !== undefined) upsertTask(current, "start"); // puts the checkbox back
+      if (current !== undefined) upsertTask(current); // puts the checkbox back
       reloadIfStale(reportFailure(err, "update"));
     }
   });
@@ -356,6 +491,7 @@ async function deleteTask(id: string): Promise<void> {
     try {
       await api.tasks.deleteTask({ id, etag: task.etag });
       if (epoch !== sessionEpoch) return;
+      if (liveCurrent) known.delete(id);
       removeTask(id);
       showNotice(`Deleted “${task.title}”.`);
     } catch (err) {
@@ -431,7 +567,7 @@ function startEditing(id: string): void {
   };
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    void saveEdit(id, form, slots, titleInput.value, descriptionInput.value);
+    void saveEdit(task, form, slots, titleInput.value, descriptionInput.value);
   });
 
   item.replaceChildren(form);
@@ -443,13 +579,13 @@ function stopEditing(id: string): void {
   const task = tasks.get(id);
   if (editingId === id) editingId = null;
   if (task === undefined) return;
-  upsertTask(task, "start");
+  upsertTask(task);
   findItem(id)?.querySelector<HTMLButtonElement>('[data-testid="task-edit"]')?.focus();
 }
 
-async function saveEdit(id: string, form: HTMLFormElement, slots: FormSlots, title: string, description: string): Promise<void> {
-  const task = tasks.get(id);
-  if (task === undefined) return;
+/** Saves the form opened on `task` (that version, even if a newer one arrived meanwhile). */
+async function saveEdit(task: Task, form: HTMLFormElement, slots: FormSlots, title: string, description: string): Promise<void> {
+  const id = task.id;
   // UpdateTask changes only the fields that are present: send just what was edited.
   const changes: { title?: string; description?: string } = {};
   if (title !== task.title) changes.title = title;
@@ -465,7 +601,7 @@ async function saveEdit(id: string, form: HTMLFormElement, slots: FormSlots, tit
     try {
       const res = await api.tasks.updateTask({ id, etag: task.etag, ...changes });
       if (epoch !== sessionEpoch || res.task === undefined) return;
-      upsertTask(res.task, "start");
+      acknowledged(res.task);
       findItem(id)?.querySelector<HTMLButtonElement>('[data-testid="task-edit"]')?.focus();
       showNotice(`Saved “${res.task.title}”.`);
     } catch (err) {
@@ -517,7 +653,7 @@ newTaskForm.addEventListener("submit", (ev) => {
     try {
       const res = await api.tasks.createTask({ title, description });
       if (epoch !== sessionEpoch || res.task === undefined) return;
-      upsertTask(res.task, "start");
+      acknowledged(res.task);
       updateListChrome();
       newTaskForm.reset();
       showNotice(`Added “${res.task.title}”.`);
@@ -577,7 +713,7 @@ window.addEventListener("storage", (ev) => {
     sessionEpoch++;
     renewal.schedule(stored);
     showTasksView(stored);
-    void reloadTasks();
+    followSession();
   }
 });
 
@@ -593,7 +729,7 @@ if (session !== null && session.expiresAt <= Date.now() && session.refreshToken 
   // An expired access token is renewed by the first call (refused, then retried after Refresh).
   renewal.schedule(session);
   showTasksView(session);
-  void reloadTasks();
+  followSession();
   void refreshCurrentUser();
 } else {
   showAuthView();
