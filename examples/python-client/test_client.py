@@ -271,6 +271,79 @@ class SessionTest(unittest.TestCase):
         self.assertEqual(caught.exception.code(), Code.UNAUTHENTICATED)
 
 
+class WatchTest(unittest.TestCase):
+    """TaskService.WatchTasks through the stubs: the list, live changes, resuming."""
+
+    Event = task_pb2.WatchTasksResponse
+
+    def create(self, metadata, title: str) -> task_pb2.Task:
+        return tasks.CreateTask(task_pb2.CreateTaskRequest(title=title), timeout=TIMEOUT, metadata=metadata).task
+
+    def read(self, stream, n: int) -> list:
+        """The next `n` events that are not bookmarks."""
+        events = []
+        for event in stream:
+            self.assertTrue(event.resume_token, "every event carries a resume token")
+            if event.type != self.Event.EVENT_TYPE_BOOKMARK:
+                events.append(event)
+            if len(events) == n:
+                return events
+        self.fail(f"the stream ended after {len(events)} of {n} events")
+
+    def test_the_list_then_current_then_live_changes(self):
+        _, me = sign_up_and_log_in()
+        first, second = self.create(me, "first"), self.create(me, "second")
+        stream = tasks.WatchTasks(task_pb2.WatchTasksRequest(), timeout=TIMEOUT, metadata=me)
+        try:
+            initial = self.read(stream, 3)
+            self.assertEqual([e.type for e in initial], [self.Event.EVENT_TYPE_UPSERTED] * 2 + [self.Event.EVENT_TYPE_CURRENT])
+            self.assertEqual({e.task.id for e in initial[:2]}, {first.id, second.id})
+            self.assertEqual({e.task_id for e in initial[:2]}, {first.id, second.id})
+            third = self.create(me, "third")
+            tasks.DeleteTask(task_pb2.DeleteTaskRequest(id=first.id), timeout=TIMEOUT, metadata=me)
+            added, deleted = self.read(stream, 2)
+            self.assertEqual((added.type, added.task.title, added.task.etag), (self.Event.EVENT_TYPE_UPSERTED, "third", third.etag))
+            self.assertEqual((deleted.type, deleted.task_id), (self.Event.EVENT_TYPE_DELETED, first.id))
+            self.assertFalse(deleted.HasField("task"))
+        finally:
+            stream.cancel()
+
+    def test_resuming_replays_exactly_the_changes_after_the_token(self):
+        _, me = sign_up_and_log_in()
+        task = self.create(me, "before")
+        stream = tasks.WatchTasks(task_pb2.WatchTasksRequest(), timeout=TIMEOUT, metadata=me)
+        token = self.read(stream, 2)[-1].resume_token  # CURRENT
+        stream.cancel()
+        done = tasks.UpdateTask(task_pb2.UpdateTaskRequest(id=task.id, completed=True, etag=task.etag),
+                                timeout=TIMEOUT, metadata=me).task
+        later = self.create(me, "after")
+        resumed = tasks.WatchTasks(task_pb2.WatchTasksRequest(resume_token=token), timeout=TIMEOUT, metadata=me)
+        try:
+            changed, added = self.read(resumed, 2)
+            self.assertEqual((changed.task.id, changed.task.completed, changed.task.etag), (task.id, True, done.etag))
+            self.assertEqual(added.task.id, later.id)
+            # From the middle: only what came after.
+            again = tasks.WatchTasks(task_pb2.WatchTasksRequest(resume_token=changed.resume_token),
+                                     timeout=TIMEOUT, metadata=me)
+            try:
+                self.assertEqual([e.task.id for e in self.read(again, 1)], [later.id])
+            finally:
+                again.cancel()
+        finally:
+            resumed.cancel()
+
+    def test_another_users_or_a_malformed_token_is_invalid_argument(self):
+        _, alice = sign_up_and_log_in()
+        _, bob = sign_up_and_log_in()
+        stream = tasks.WatchTasks(task_pb2.WatchTasksRequest(), timeout=TIMEOUT, metadata=alice)
+        alices_token = self.read(stream, 1)[0].resume_token
+        stream.cancel()
+        for token in (alices_token, "not-a-token"):
+            with self.assertRaises(grpc.RpcError) as caught:
+                next(iter(tasks.WatchTasks(task_pb2.WatchTasksRequest(resume_token=token), timeout=TIMEOUT, metadata=bob)))
+            self.assertEqual(caught.exception.code(), Code.INVALID_ARGUMENT, caught.exception.details())
+
+
 class ProgramTest(unittest.TestCase):
     """todo_client.py, run as a user would run it."""
 
@@ -328,6 +401,41 @@ class ProgramTest(unittest.TestCase):
             r"UpdateTask failed: ABORTED: .+",
             r"deleted task .+",
             r"GetTask failed: NOT_FOUND: .+",
+            r"done",
+        ])
+
+    def test_watch_prints_the_list_then_each_change(self):
+        email, password = new_email(), secrets.token_urlsafe(16)
+        auth.SignUp(auth_pb2.SignUpRequest(email=email, password=password), timeout=TIMEOUT)
+        login = auth.Login(auth_pb2.LoginRequest(email=email, password=password), timeout=TIMEOUT)
+        me = bearer(login.access_token)
+        existing = tasks.CreateTask(task_pb2.CreateTaskRequest(title="Already there"), timeout=TIMEOUT, metadata=me).task
+        watcher = subprocess.Popen(
+            [sys.executable, "-u", str(HERE / "todo_client.py"), "watch", "--auth", AUTH_ADDR, "--tasks", TASK_ADDR,
+             "--email", email, "--password", password, "--events", "3", "--duration", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
+        )
+        try:
+            lines = []
+            for line in watcher.stdout:  # up to the end of the initial list
+                lines.append(line.rstrip("\n"))
+                if line.startswith("up to date:"):
+                    break
+            added = tasks.CreateTask(task_pb2.CreateTaskRequest(title="Added elsewhere"), timeout=TIMEOUT, metadata=me).task
+            tasks.UpdateTask(task_pb2.UpdateTaskRequest(id=added.id, completed=True), timeout=TIMEOUT, metadata=me)
+            tasks.DeleteTask(task_pb2.DeleteTaskRequest(id=existing.id), timeout=TIMEOUT, metadata=me)
+            rest, errors = watcher.communicate(timeout=60)
+        finally:
+            watcher.kill()
+        output = "\n".join(lines) + "\n" + rest
+        self.assertEqual(watcher.returncode, 0, output + errors)
+        self.assertLines(output, [
+            r".+ has an account already: logging in",
+            rf"  \[ \] {existing.id} Already there",
+            r"up to date: 1 task\(s\); watching for changes",
+            rf"added \[ \] {added.id} Added elsewhere",
+            rf"changed \[x\] {added.id} Added elsewhere",
+            rf"deleted {existing.id}",
             r"done",
         ])
 

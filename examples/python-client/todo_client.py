@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
-"""A walk through the todo-grpc API with the generated Python stubs.
+"""A walk through the todo-grpc API with the generated Python stubs, and a live task watcher.
 
-Signs up (or logs in, if the account already exists), shows the current user, creates a
-task, lists the tasks, completes the task with a conditional update (its etag), deletes it,
-refreshes the session (the refresh token rotates) and logs out. A call refused as
-UNAUTHENTICATED is retried once after a Refresh, as a long-running client would. Errors are handled by gRPC status code; validation errors show the
-google.rpc.BadRequest field violations carried in the rich status.
+`walk` (the default) signs up (or logs in, if the account already exists), shows the current
+user, creates a task, lists the tasks, completes the task with a conditional update (its
+etag), deletes it, refreshes the session (the refresh token rotates) and logs out. A call
+refused as UNAUTHENTICATED is retried once after a Refresh, as a long-running client would.
+Errors are handled by gRPC status code; validation errors show the google.rpc.BadRequest field
+violations carried in the rich status.
+
+`watch` signs in the same way, prints the tasks, then every change made to them anywhere
+(TaskService.WatchTasks) until stopped, resuming where it left off when the stream breaks.
 
     python generate.py          # once: writes the stubs into ./generated
     python todo_client.py --auth 127.0.0.1:50051 --tasks 127.0.0.1:50052 [--demo-errors]
+    python todo_client.py watch --email ada@example.com --password '...' [--events N] [--duration S]
 """
 
 import argparse
+import random
 import secrets
 import sys
 import time
@@ -31,6 +37,8 @@ Code = grpc.StatusCode
 RETRYABLE = {Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED}
 ATTEMPTS = 4
 BACKOFF_SECONDS = 0.25
+# A watch reconnects without giving up; its delay grows to this, with jitter.
+WATCH_MAX_BACKOFF_SECONDS = 30.0
 
 
 class RpcFailure(Exception):
@@ -149,9 +157,12 @@ class Api:
             self.refresh()
             return self._call(method, request, retry)
 
+    def metadata(self):
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
+
     def _call(self, method, request, retry: bool):
         rpc = type(request).__name__.removesuffix("Request")
-        metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
+        metadata = self.metadata()
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 return method(request, timeout=self.timeout, metadata=metadata)
@@ -175,16 +186,10 @@ def expect_failure(code: Code, attempt) -> None:
         raise RuntimeError(f"expected {code.name}, but the call succeeded")
 
 
-def walk_through(api: Api, email: str, password: str, demo_errors: bool) -> None:
-    auth, tasks = auth_pb2, task_pb2
-
-    if demo_errors:
-        print("demo: signing up with an invalid email and a too short password")
-        expect_failure(Code.INVALID_ARGUMENT, lambda: api.call(
-            api.auth.SignUp, auth.SignUpRequest(email="not-an-email", password="short")))
-
+def sign_in(api: Api, email: str, password: str):
+    """Sign up, or log in if the account exists already."""
     try:
-        user = api.call(api.auth.SignUp, auth.SignUpRequest(email=email, password=password)).user
+        user = api.call(api.auth.SignUp, auth_pb2.SignUpRequest(email=email, password=password)).user
         print(f"signed up {user.email} (user id {user.id})")
     except RpcFailure as failure:
         if failure.code != Code.ALREADY_EXISTS:
@@ -193,6 +198,18 @@ def walk_through(api: Api, email: str, password: str, demo_errors: bool) -> None
 
     login = api.log_in(email, password)
     print(f"logged in: {login.token_type} token, expires in {login.expires_in} s, session {login.session_id}")
+    return login
+
+
+def walk_through(api: Api, email: str, password: str, demo_errors: bool) -> None:
+    auth, tasks = auth_pb2, task_pb2
+
+    if demo_errors:
+        print("demo: signing up with an invalid email and a too short password")
+        expect_failure(Code.INVALID_ARGUMENT, lambda: api.call(
+            api.auth.SignUp, auth.SignUpRequest(email="not-an-email", password="short")))
+
+    sign_in(api, email, password)
 
     me = api.call(api.auth.GetCurrentUser, auth.GetCurrentUserRequest()).user
     since = me.create_time.ToDatetime(tzinfo=timezone.utc)
@@ -238,8 +255,99 @@ def walk_through(api: Api, email: str, password: str, demo_errors: bool) -> None
     print(f"logged out: {ended.revoked_sessions} session(s) ended")
 
 
+def task_line(task) -> str:
+    return f"[{'x' if task.completed else ' '}] {task.id} {task.title}"
+
+
+def watch(api: Api, events: int | None, duration: float | None) -> None:
+    """Print the caller's tasks, then every change to them, until `events` changes were
+    printed or `duration` seconds passed (or forever).
+
+    The stream is resumed from the last event's resume_token whenever it breaks: UNAVAILABLE
+    (a restart, the stream's maximum age, the network), RESOURCE_EXHAUSTED (too many streams,
+    read too slowly). FAILED_PRECONDITION means the token is older than the server's retention:
+    start again from the whole list. UNAUTHENTICATED: the access token expired (renewed with a
+    Refresh, then resumed) or the session ended (the watch ends).
+    """
+    EventType = task_pb2.WatchTasksResponse
+    give_up = None if duration is None else time.monotonic() + duration
+    resume_token = ""
+    known: dict[str, object] = {}  # task id -> task, to tell a new task from a changed one
+    printed = failures = 0
+    renewed_in_vain = False
+    while True:
+        left = None if give_up is None else give_up - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        # Until CURRENT the events are the initial list; their tokens are not kept, since
+        # resuming from one would skip the part of the list not received yet.
+        initial: dict[str, object] | None = {} if not resume_token else None
+        stream = api.tasks.WatchTasks(task_pb2.WatchTasksRequest(resume_token=resume_token),
+                                      metadata=api.metadata(), timeout=left)
+        try:
+            for event in stream:
+                failures, renewed_in_vain = 0, False
+                if event.type == EventType.EVENT_TYPE_UPSERTED:
+                    if initial is not None:
+                        initial[event.task.id] = event.task
+                    else:
+                        print(f"{'changed' if event.task.id in known else 'added'} {task_line(event.task)}")
+                        known[event.task.id] = event.task
+                        printed += 1
+                elif event.type == EventType.EVENT_TYPE_DELETED:
+                    if initial is not None:
+                        initial.pop(event.task_id, None)
+                    else:
+                        print(f"deleted {event.task_id}")
+                        known.pop(event.task_id, None)
+                        printed += 1
+                elif event.type == EventType.EVENT_TYPE_CURRENT and initial is not None:
+                    known = initial
+                    initial = None
+                    for task in known.values():
+                        print(f"  {task_line(task)}")
+                    print(f"up to date: {len(known)} task(s); watching for changes")
+                # EVENT_TYPE_BOOKMARK: nothing happened; only its resume_token is news.
+                if initial is None:
+                    resume_token = event.resume_token
+                sys.stdout.flush()
+                if events is not None and printed >= events:
+                    stream.cancel()
+                    return
+            continue  # ended without a status (servers end streams with one): resume
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == Code.DEADLINE_EXCEEDED and give_up is not None and time.monotonic() >= give_up - 0.1:
+                return
+            if code == Code.UNAUTHENTICATED:
+                if renewed_in_vain or not api.refresh_token:
+                    raise RpcFailure("WatchTasks", error) from None
+                try:
+                    api.refresh()
+                except RpcFailure:
+                    raise RpcFailure("WatchTasks", error) from None
+                print("access token renewed: resuming")
+                renewed_in_vain = True
+                continue
+            if code in (Code.FAILED_PRECONDITION, Code.INVALID_ARGUMENT) and resume_token:
+                print(f"cannot resume ({code.name}: {error.details()}): starting over")
+                resume_token = ""
+                continue
+            if code not in RETRYABLE:
+                raise RpcFailure("WatchTasks", error) from None
+            failures += 1
+            step = min(WATCH_MAX_BACKOFF_SECONDS, BACKOFF_SECONDS * 2 ** (failures - 1))
+            delay = retry_delay(error) or step / 2 + random.random() * step / 2
+            print(f"stream ended ({code.name}: {error.details()}): resuming in {delay:.1f} s")
+            sys.stdout.flush()
+            time.sleep(delay)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", choices=("walk", "watch"), default="walk",
+                        help="walk: the walk-through (default); watch: print every change to"
+                             " the account's tasks until stopped")
     parser.add_argument("--auth", default="127.0.0.1:50051", metavar="HOST:PORT",
                         help="auth-service address (default: %(default)s)")
     parser.add_argument("--tasks", default="127.0.0.1:50052", metavar="HOST:PORT",
@@ -250,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="deadline of each call (default: %(default)s)")
     parser.add_argument("--demo-errors", action="store_true",
                         help="also trigger and print INVALID_ARGUMENT, ABORTED and NOT_FOUND")
+    parser.add_argument("--events", type=int, metavar="N",
+                        help="watch: stop after N changes (default: never)")
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="watch: stop after this long (default: never)")
     args = parser.parse_args(argv)
 
     email = args.email or f"py-client-{secrets.token_hex(6)}@example.com"
@@ -259,12 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     # grpc.secure_channel(address, grpc.ssl_channel_credentials()).
     with grpc.insecure_channel(args.auth) as auth_channel, \
             grpc.insecure_channel(args.tasks) as task_channel:
+        api = Api(auth_channel, task_channel, args.timeout)
         try:
-            walk_through(Api(auth_channel, task_channel, args.timeout), email, password,
-                         args.demo_errors)
+            if args.command == "watch":
+                sign_in(api, email, password)
+                watch(api, args.events, args.duration)
+            else:
+                walk_through(api, email, password, args.demo_errors)
         except RpcFailure as failure:
             report(failure, file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            return 130
     print("done")
     return 0
 
