@@ -104,10 +104,15 @@ impl Application {
             .add_service(InterceptedService::new(feed, gate))
             .supervise_database(pool, &store::MIGRATIONS);
         tokio::spawn(feed::watch_head(Arc::clone(&store), signal));
+        let readiness = host.readiness();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(sessions::PRUNE_INTERVAL);
             loop {
                 tick.tick().await;
+                // Not before the database is up and migrated (the first tick comes at start-up).
+                if !readiness.is_ready() {
+                    continue;
+                }
                 if let Err(err) = sessions.prune().await {
                     tracing::warn!(error = %err, "pruning expired sessions failed; retrying later");
                 }

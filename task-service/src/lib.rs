@@ -137,10 +137,16 @@ impl Application {
                  they expire, and deleted accounts' tasks are not purged"
             ),
         }
-        let hub = Arc::new(Hub::default());
-        if let todo_shared::db::DatabaseUrl::Postgres(options) = &config.database {
-            tokio::spawn(hub::listen(options.clone(), store::NOTIFY_CHANNEL, Arc::clone(&hub)));
-        }
+        let hub = match &config.database {
+            todo_shared::db::DatabaseUrl::Postgres(options) => {
+                let announcer = Arc::new(hub::Announcer::default());
+                tokio::spawn(hub::announce(options.clone(), store::NOTIFY_CHANNEL, Arc::clone(&announcer)));
+                let hub = Arc::new(Hub::new(Some(announcer)));
+                tokio::spawn(hub::listen(options.clone(), store::NOTIFY_CHANNEL, Arc::clone(&hub)));
+                hub
+            }
+            todo_shared::db::DatabaseUrl::Sqlite(_) => Arc::new(Hub::default()),
+        };
         let task_store: Arc<dyn TaskStore> = Arc::clone(&store) as Arc<dyn TaskStore>;
         let tasks = Arc::new(Tasks::new(task_store, page_tokens, Arc::clone(&hub)));
         let watchers = Arc::new(Watchers::new(

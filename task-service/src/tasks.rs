@@ -55,7 +55,7 @@ impl Tasks {
         let fingerprint = new.fingerprint();
         let key = new.request_id.as_ref().map(|id| IdempotencyKey { request_id: id.as_str(), fingerprint });
         let stored = self.store.insert_task(&task, key.as_ref()).await?;
-        self.hub.wake(user_id);
+        self.hub.changed(user_id);
         if stored.id == task.id {
             tracing::info!(task_id = %task.id, "task created");
         } else {
@@ -97,14 +97,14 @@ impl Tasks {
 
     pub async fn update(&self, user_id: Uuid, update: TaskUpdate) -> Result<Task, Error> {
         let task = self.store.update_task(user_id, update.id, &update.patch, timestamp::now()).await?;
-        self.hub.wake(user_id);
+        self.hub.changed(user_id);
         tracing::info!(task_id = %task.id, version = task.version, "task updated");
         Ok(task)
     }
 
     pub async fn delete(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
         self.store.delete_task(user_id, id, expected_version).await?;
-        self.hub.wake(user_id);
+        self.hub.changed(user_id);
         tracing::info!(task_id = %id, "task deleted");
         Ok(())
     }

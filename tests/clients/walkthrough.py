@@ -14,6 +14,10 @@ right after an `sh` block is the answer that block must print, compared by shape
 A `text` block right after an `sh` block is the exact output, line for line; one whose
 first line is `ERROR:` (grpcurl's error report) also means the command must fail.
 
+A `json` block holding several documents is a stream: the command must print that many, each
+compared as above, in order. A `text` block starting with `ERROR:` right after it is how the
+stream ends (grpcurl's `-max-time`): the command must fail with exactly that report.
+
 Usage: AUTH_ADDR=127.0.0.1:PORT TASK_ADDR=127.0.0.1:PORT BUF=/path/to/buf walkthrough.py [PAGE.md]
 The page's addresses (127.0.0.1:50051 and :50052) are replaced by the given ones, and
 `npx --yes @bufbuild/buf` by `$BUF` (the version CI pins); `grpcurl` must be on PATH.
@@ -89,10 +93,18 @@ def matches(expected, actual, path="$"):
     return None if expected == actual else f"{path}: {actual!r}, the page shows {expected!r}"
 
 
+class Stream:
+    """A `json` block of several documents: a server stream's messages, then how it ended."""
+
+    def __init__(self, documents: list, ending: list | None):
+        self.documents = documents
+        self.ending = ending
+
+
 def main() -> int:
     auth, tasks, buf = os.environ["AUTH_ADDR"], os.environ["TASK_ADDR"], os.environ["BUF"]
     page = (Path(sys.argv[1]) if len(sys.argv) > 1 else PAGE).read_text()
-    pairs = []  # (sh text, expected json, expected lines or None)
+    pairs = []  # (sh text, expected: one JSON document, a Stream, lines of text, or None)
     found = blocks(page)
     for n, (lang, text) in enumerate(found):
         if lang != "sh":
@@ -100,7 +112,13 @@ def main() -> int:
         following = found[n + 1] if n + 1 < len(found) else None
         expected = None
         if following and following[0] == "json":
-            expected = json.loads(following[1])
+            documents = json_documents(following[1])
+            if len(documents) == 1:
+                expected = documents[0]
+            else:
+                after = found[n + 2] if n + 2 < len(found) else None
+                ending = after[1].splitlines() if after and after[0] == "text" and after[1].startswith("ERROR:") else None
+                expected = Stream(documents, ending)
         elif following and following[0] == "text":
             expected = following[1].splitlines()
         pairs.append((text, expected))
@@ -126,14 +144,27 @@ def main() -> int:
     for n, ((text, expected), output) in enumerate(zip(pairs, outputs)):
         first = commands(text)[0][:100]
         failed = "@@failed" in output
-        wants_error = (isinstance(expected, dict) and "code" in expected) or (
-            isinstance(expected, list) and expected[:1] == ["ERROR:"]
+        wants_error = (
+            (isinstance(expected, dict) and "code" in expected)
+            or (isinstance(expected, list) and expected[:1] == ["ERROR:"])
+            or (isinstance(expected, Stream) and expected.ending is not None)
         )
         problem = None
         if failed and not wants_error:
             problem = "the command failed"
         elif wants_error and not failed:
             problem = "the the page shows an error but the command succeeded"
+        elif isinstance(expected, Stream):
+            docs = json_documents(output)
+            if len(docs) != len(expected.documents):
+                problem = f"printed {len(docs)} JSON documents, the page shows {len(expected.documents)}"
+            for want, got in zip(expected.documents, docs):
+                problem = problem or matches(want, got)
+            if problem is None and expected.ending is not None:
+                lines = [line for line in output.splitlines() if not line.startswith("@@failed")]
+                tail = lines[lines.index("ERROR:"):] if "ERROR:" in lines else []
+                if tail != expected.ending:
+                    problem = f"the stream ended with {tail}, the page shows {expected.ending}"
         elif isinstance(expected, list):
             lines = [line for line in output.splitlines() if line.strip() and not line.startswith("@@failed")]
             if lines != expected:

@@ -8,13 +8,6 @@ macro_rules! task_columns {
     };
 }
 
-/// The PostgreSQL channel on which every recorded change is announced (payload: the user id).
-macro_rules! notify_channel {
-    () => {
-        "todo_task_changes"
-    };
-}
-
 mod postgres;
 mod postgres_changes;
 mod sqlite;
@@ -129,7 +122,9 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn feed_position(&self) -> Result<i64, Error>;
 }
 
-pub const NOTIFY_CHANNEL: &str = notify_channel!();
+/// The PostgreSQL channel on which replicas announce changes to each other (payload: the ids
+/// of the users whose tasks changed, comma-separated); see `hub.rs`.
+pub const NOTIFY_CHANNEL: &str = "todo_task_changes";
 
 /// One entry of a user's change log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,9 +56,7 @@ async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Tas
         head_cte!(),
         ", c AS (",
         upserted_change!(),
-        ") SELECT 1 FROM t, (SELECT pg_notify('",
-        notify_channel!(),
-        "', $2::text)) AS n"
+        ") SELECT 1 FROM t"
     );
     sqlx::query(sql)
         .bind(task.id)
@@ -194,9 +192,7 @@ impl TaskStore for PgTaskStore {
             ", c AS (",
             upserted_change!(),
             ") SELECT t.id, t.user_id, t.title, t.description, t.completed, t.due_time, t.created_at, t.updated_at, \
-             t.version FROM t, (SELECT pg_notify('",
-            notify_channel!(),
-            "', $2::text)) AS n"
+             t.version FROM t"
         );
         let row = sqlx::query(sql)
             .bind(id)
@@ -223,9 +219,7 @@ impl TaskStore for PgTaskStore {
             head_cte!(),
             ", c AS (INSERT INTO task_changes (user_id, position, kind, task_id, recorded_at) \
              SELECT t.user_id, h.position, 'deleted', t.id, $4 FROM t, h) \
-             SELECT 1 FROM t, (SELECT pg_notify('",
-            notify_channel!(),
-            "', $2::text)) AS n"
+             SELECT 1 FROM t"
         );
         let deleted = sqlx::query(sql)
             .bind(id)

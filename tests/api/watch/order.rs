@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use todo_tests::pb::task::v1::watch_tasks_response::EventType;
-use todo_tests::pb::task::v1::{DeleteTaskRequest, ListTasksRequest, UpdateTaskRequest, WatchTasksRequest};
+use todo_tests::pb::task::v1::{
+    CreateTaskRequest, DeleteTaskRequest, ListTasksRequest, UpdateTaskRequest, WatchTasksRequest,
+};
 use todo_tests::*;
 use tonic::Code;
 
@@ -19,6 +21,7 @@ on_both_backends!(
     watchers_see_only_their_own_changes_and_tokens,
     a_token_older_than_the_retention_is_failed_precondition,
     idle_streams_get_bookmarks,
+    an_idempotent_create_is_one_event_and_its_retries_none,
 );
 
 fn update(id: &str, title: &str) -> UpdateTaskRequest {
@@ -285,4 +288,29 @@ async fn idle_streams_get_bookmarks(backend: Backend) {
     let event = next(&mut resumed, Duration::from_secs(5)).await;
     assert_eq!((kind(&event), event.task.map(|t| t.id)), (EventType::Upserted, Some(task.id)));
     assert_eq!(bookmark.resume_token, current, "nothing changed between CURRENT and the bookmark");
+}
+
+async fn an_idempotent_create_is_one_event_and_its_retries_none(backend: Backend) {
+    let tasks = start_tasks(backend).await;
+    let mut client = task_client(&tasks).await;
+    let me = caller();
+    let mut stream = watch(&mut client, &me, "").await;
+    initial_state(&mut stream).await;
+
+    let request = CreateTaskRequest { title: "once".into(), request_id: "retry-key-1".into(), ..Default::default() };
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        created.push(client.create_task(bearer(&me.token, request.clone())).await.unwrap().into_inner().task.unwrap());
+    }
+    assert!(created.windows(2).all(|w| w[0] == w[1]), "retries answer with the first call's task");
+    let marker = create(&mut client, &me, "marker").await;
+
+    let first = next(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!((kind(&first), first.task_id.as_str()), (EventType::Upserted, created[0].id.as_str()));
+    let second = next(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(
+        (kind(&second), second.task_id.as_str()),
+        (EventType::Upserted, marker.id.as_str()),
+        "the retries, which changed nothing, are not in the log"
+    );
 }

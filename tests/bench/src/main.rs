@@ -35,7 +35,8 @@ first: cargo build --release -p auth-service -p task-service).
 
   --quick              0.5 s warm-up + 1 s window, baselines at 16 in flight only (about a minute)
   --only SCENARIOS     comma-separated subset of: login, get-current-user, get-task, list-tasks,
-                       create-task, update-task, mixed, interference, token-overhead
+                       create-task, update-task, mixed, interference, token-overhead,
+                       revocation, watch
   --in-flight LEVELS   comma-separated in-flight levels (default 1,16,64)
   --no-ceilings        skip the echo-server and pgbench baselines
   --compare DIR        A/B mode: also start auth-service and task-service from DIR (B) next to

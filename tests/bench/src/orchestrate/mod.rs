@@ -8,6 +8,7 @@ mod matrix;
 mod overhead;
 mod probe;
 mod revocation;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub const SECTIONS: &[&str] = &[
     "interference",
     "token-overhead",
     "revocation",
+    "watch",
 ];
 
 /// The matrix, in running order. Mixed runs last: it deletes and creates tasks.
@@ -292,6 +294,8 @@ impl Harness {
             None
         };
 
+        let watch = if self.options.wants("watch") { Some(self.watch(&task_bin, auth).await?) } else { None };
+
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut services = Vec::new();
         for (i, &index) in [auth, task].iter().enumerate() {
@@ -309,6 +313,6 @@ impl Harness {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let memory =
             MemoryNotes { services, hash_slots, hash_mib: f64::from(auth_service::argon2id::M_COST_KIB) / 1024.0 };
-        Ok(Report { header, rows, interference, overhead, memory, revocation, comparison: Vec::new() })
+        Ok(Report { header, rows, interference, overhead, memory, revocation, watch, comparison: Vec::new() })
     }
 }

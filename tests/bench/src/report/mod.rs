@@ -4,6 +4,9 @@ mod comparison;
 mod diagnostics;
 mod tables;
 mod targets;
+mod watch;
+
+pub use watch::{Delivery, IdleStreams, WatchReport};
 
 use std::fmt::Write as _;
 
@@ -102,6 +105,7 @@ pub struct Report {
     pub overhead: Option<Overhead>,
     pub memory: MemoryNotes,
     pub revocation: Option<RevocationDelay>,
+    pub watch: Option<WatchReport>,
 }
 
 /// How long after Logout returned each task-service replica refused the session's token.
@@ -153,6 +157,7 @@ impl Report {
             overhead: None,
             memory: MemoryNotes { services: Vec::new(), hash_slots: 0, hash_mib: 0.0 },
             revocation: None,
+            watch: None,
             comparison,
         }
     }
@@ -177,6 +182,7 @@ impl Report {
         self.render_overhead(&mut out);
         self.render_memory(&mut out);
         self.render_revocation(&mut out);
+        self.render_watch(&mut out);
         self.render_non_ok(&mut out);
         self.render_targets(&mut out);
         out
