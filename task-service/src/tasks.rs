@@ -9,7 +9,7 @@ use crate::domain::{NewTask, Task, TaskUpdate};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::page_token::{Cursor, PageTokens};
-use crate::store::{IdempotencyKey, PageQuery, TaskStore};
+use crate::store::{Change, ChangeKind, IdempotencyKey, PageQuery, TaskStore};
 use todo_shared::validation::FieldViolations;
 
 pub struct Tasks {
@@ -54,8 +54,10 @@ impl Tasks {
         };
         let fingerprint = new.fingerprint();
         let key = new.request_id.as_ref().map(|id| IdempotencyKey { request_id: id.as_str(), fingerprint });
-        let stored = self.store.insert_task(&task, key.as_ref()).await?;
-        self.hub.changed(user_id);
+        let (stored, position) = self.store.insert_task(&task, key.as_ref()).await?;
+        if let Some(position) = position {
+            self.hub.changed(user_id, || Change { position, kind: ChangeKind::Upserted(stored.clone()) });
+        }
         if stored.id == task.id {
             tracing::info!(task_id = %task.id, "task created");
         } else {
@@ -96,15 +98,15 @@ impl Tasks {
     }
 
     pub async fn update(&self, user_id: Uuid, update: TaskUpdate) -> Result<Task, Error> {
-        let task = self.store.update_task(user_id, update.id, &update.patch, timestamp::now()).await?;
-        self.hub.changed(user_id);
+        let (task, position) = self.store.update_task(user_id, update.id, &update.patch, timestamp::now()).await?;
+        self.hub.changed(user_id, || Change { position, kind: ChangeKind::Upserted(task.clone()) });
         tracing::info!(task_id = %task.id, version = task.version, "task updated");
         Ok(task)
     }
 
     pub async fn delete(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
-        self.store.delete_task(user_id, id, expected_version).await?;
-        self.hub.changed(user_id);
+        let position = self.store.delete_task(user_id, id, expected_version).await?;
+        self.hub.changed(user_id, || Change { position, kind: ChangeKind::Deleted(id) });
         tracing::info!(task_id = %id, "task deleted");
         Ok(())
     }

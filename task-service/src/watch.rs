@@ -247,6 +247,18 @@ impl Follow {
         self.tokens.encode(self.caller.id, position)
     }
 
+    /// The event of the change at `position`.
+    fn message(&self, kind: ChangeKind, position: i64) -> pb::WatchTasksResponse {
+        let token = self.token(position);
+        match kind {
+            ChangeKind::Upserted(task) => {
+                let id = task.id.to_string();
+                event(EventType::Upserted, Some(task.into()), id, token)
+            }
+            ChangeKind::Deleted(id) => event(EventType::Deleted, None, id.to_string(), token),
+        }
+    }
+
     async fn follow(&mut self, after: Option<i64>) -> Ending {
         match self.follow_inner(after).await {
             Ok(never) => match never {},
@@ -278,40 +290,55 @@ impl Follow {
         bookmark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut revoked = self.revocations.subscribe();
         let mut due_bookmark = false;
+        // Whether the log must be read before waiting again; `log_reads` is the hub's count of
+        // "read the log" wake-ups this stream has acted on.
+        let mut read = true;
+        let mut log_reads = 0;
         loop {
-            self.wakeups.user.borrow_and_update();
-            self.wakeups.all.borrow_and_update();
-            let changes = self.store.changes_after(user, position, BATCH).await.map_err(db)?;
-            if changes.first().is_some_and(|first| first.position != position + 1) {
-                // Retention removed changes this stream had not sent yet.
-                return Err(Ending::Status(Error::ResumeTokenExpired.into()));
+            if read {
+                self.wakeups.all.borrow_and_update();
+                log_reads = self.wakeups.user.borrow_and_update().read_log;
+                let changes = self.store.changes_after(user, position, BATCH).await.map_err(db)?;
+                if changes.first().is_some_and(|first| first.position != position + 1) {
+                    // Retention removed changes this stream had not sent yet.
+                    return Err(Ending::Status(Error::ResumeTokenExpired.into()));
+                }
+                let full = changes.len() as i64 == BATCH;
+                let sent_any = !changes.is_empty();
+                for change in changes {
+                    position = change.position;
+                    self.send(self.message(change.kind, position)).await?;
+                }
+                if full {
+                    continue;
+                }
+                if due_bookmark && !sent_any {
+                    self.send(event(EventType::Bookmark, None, String::new(), self.token(position))).await?;
+                }
+                due_bookmark = false;
+                read = false;
             }
-            let full = changes.len() as i64 == BATCH;
-            let sent_any = !changes.is_empty();
-            for change in changes {
-                position = change.position;
-                let token = self.token(position);
-                let message = match change.kind {
-                    ChangeKind::Upserted(task) => {
-                        let id = task.id.to_string();
-                        event(EventType::Upserted, Some(task.into()), id, token)
-                    }
-                    ChangeKind::Deleted(id) => event(EventType::Deleted, None, id.to_string(), token),
-                };
-                self.send(message).await?;
-            }
-            if full {
-                continue;
-            }
-            if due_bookmark && !sent_any {
-                self.send(event(EventType::Bookmark, None, String::new(), self.token(position))).await?;
-            }
-            due_bookmark = false;
             tokio::select! {
-                _ = self.wakeups.user.changed() => {}
-                _ = self.wakeups.all.changed() => {}
+                _ = self.wakeups.user.changed() => {
+                    let latest = self.wakeups.user.borrow_and_update().clone();
+                    if latest.read_log != log_reads {
+                        read = true;
+                    } else if let Some(change) = latest.change.filter(|c| c.position > position) {
+                        if change.position == position + 1 {
+                            // The next change, handed over by its writer in this process.
+                            position = change.position;
+                            self.send(self.message(change.kind.clone(), position)).await?;
+                        } else {
+                            read = true;
+                        }
+                    }
+                }
+                _ = self.wakeups.all.changed() => read = true,
                 // Read the log before each bookmark: a wake-up that got lost is caught here.
-                _ = bookmark.tick() => due_bookmark = true,
+                _ = bookmark.tick() => {
+                    due_bookmark = true;
+                    read = true;
+                }
                 // One timer for both deadlines (each timer is state every idle stream carries).
                 () = tokio::time::sleep_until(expires.min(too_old)) => {
                     if expires <= too_old {

@@ -96,22 +96,30 @@ pub struct PageQuery {
 
 #[tonic::async_trait]
 pub trait TaskStore: Send + Sync + 'static {
-    /// Stores a new task. With an idempotency key, in one transaction with the key: the first
-    /// call stores both and returns `task`; a retry stores nothing and returns the task the
-    /// key created ([`Error::RequestIdReused`] if the content differs,
-    /// [`Error::CreatedTaskDeleted`] if that task is gone).
-    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<Task, Error>;
+    /// Stores a new task and records its change. With an idempotency key, in one transaction
+    /// with the key: the first call stores both and returns `task`; a retry stores nothing and
+    /// returns the task the key created ([`Error::RequestIdReused`] if the content differs,
+    /// [`Error::CreatedTaskDeleted`] if that task is gone). The position is that of the
+    /// recorded change (none for a retry, which records nothing).
+    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<(Task, Option<i64>), Error>;
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error>;
 
     async fn list_tasks(&self, user_id: Uuid, query: PageQuery) -> Result<Vec<Task>, Error>;
 
-    /// Applies `patch` in one statement that checks owner and version in its `WHERE`.
+    /// Applies `patch` in one statement that checks owner and version in its `WHERE`, and
+    /// records the change; returns the task and the change's position.
     /// [`Error::NotFound`] or [`Error::EtagMismatch`] when it matched nothing.
-    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: &TaskPatch, at: OffsetDateTime) -> Result<Task, Error>;
+    async fn update_task(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        patch: &TaskPatch,
+        at: OffsetDateTime,
+    ) -> Result<(Task, i64), Error>;
 
-    /// Same rules as [`TaskStore::update_task`].
-    async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error>;
+    /// Same rules as [`TaskStore::update_task`]; returns the change's position.
+    async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<i64, Error>;
 
     /// Deletes every task (and idempotency key) of a deleted account and records that the
     /// session-event log is handled up to `position`, in one transaction. Returns the number

@@ -48,7 +48,8 @@ impl PgTaskStore {
 
 /// The task's insert and its change, in one statement (so it needs no transaction of its own):
 /// the head upsert takes the user's next position and holds its row lock until commit.
-async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Task) -> Result<(), sqlx::Error> {
+/// Inserts `task` and records its change; the change's position.
+async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Task) -> Result<i64, sqlx::Error> {
     let sql = concat!(
         "WITH t AS (\
            INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
@@ -56,9 +57,9 @@ async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Tas
         head_cte!(),
         ", c AS (",
         upserted_change!(),
-        ") SELECT 1 FROM t"
+        ") SELECT h.position FROM h"
     );
-    sqlx::query(sql)
+    sqlx::query_scalar(sql)
         .bind(task.id)
         .bind(task.user_id)
         .bind(&task.title)
@@ -68,9 +69,8 @@ async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Tas
         .bind(task.created_at)
         .bind(task.updated_at)
         .bind(task.version)
-        .execute(conn)
-        .await?;
-    Ok(())
+        .fetch_one(conn)
+        .await
 }
 
 /// Reads a row selected with `task_columns!()`, by position: looking each column up by name
@@ -91,10 +91,10 @@ pub(super) fn task_from_row(row: &PgRow) -> Result<Task, sqlx::Error> {
 
 #[tonic::async_trait]
 impl TaskStore for PgTaskStore {
-    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<Task, Error> {
+    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<(Task, Option<i64>), Error> {
         let Some(key) = key else {
-            insert_row(&mut self.pool.acquire().await?, task).await?;
-            return Ok(task.clone());
+            let position = insert_row(&mut self.pool.acquire().await?, task).await?;
+            return Ok((task.clone(), Some(position)));
         };
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
@@ -114,9 +114,9 @@ impl TaskStore for PgTaskStore {
         .rows_affected()
             == 1;
         if claimed {
-            insert_row(&mut *tx, task).await?;
+            let position = insert_row(&mut *tx, task).await?;
             tx.commit().await?;
-            return Ok(task.clone());
+            return Ok((task.clone(), Some(position)));
         }
         let (fingerprint, task_id): (Vec<u8>, Uuid) = sqlx::query_as(
             "SELECT fingerprint, task_id FROM task_create_requests WHERE user_id = $1 AND request_id = $2",
@@ -128,7 +128,7 @@ impl TaskStore for PgTaskStore {
         tx.commit().await?;
         // Back to the pool before taking another: holding two at once can deadlock a full pool.
         drop(conn);
-        replay(&fingerprint, key, self.get_task(task.user_id, task_id).await?)
+        Ok((replay(&fingerprint, key, self.get_task(task.user_id, task_id).await?)?, None))
     }
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error> {
@@ -177,7 +177,13 @@ impl TaskStore for PgTaskStore {
         Ok(rows.iter().map(task_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: &TaskPatch, at: OffsetDateTime) -> Result<Task, Error> {
+    async fn update_task(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        patch: &TaskPatch,
+        at: OffsetDateTime,
+    ) -> Result<(Task, i64), Error> {
         let sql = concat!(
             "WITH t AS (UPDATE tasks SET \
                  title = COALESCE($3, title), \
@@ -192,7 +198,7 @@ impl TaskStore for PgTaskStore {
             ", c AS (",
             upserted_change!(),
             ") SELECT t.id, t.user_id, t.title, t.description, t.completed, t.due_time, t.created_at, t.updated_at, \
-             t.version FROM t"
+             t.version, h.position FROM t, h"
         );
         let row = sqlx::query(sql)
             .bind(id)
@@ -207,29 +213,31 @@ impl TaskStore for PgTaskStore {
             .fetch_optional(&mut self.pool.acquire().await?)
             .await?;
         match row {
-            Some(row) => Ok(task_from_row(&row)?),
+            Some(row) => Ok((task_from_row(&row)?, row.try_get(9)?)),
             None => Err(no_row_error(self.current_version(user_id, id).await?)),
         }
     }
 
-    async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
+    async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<i64, Error> {
         let sql = concat!(
             "WITH t AS (DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint IS NULL OR version = $3) \
              RETURNING id, user_id), ",
             head_cte!(),
             ", c AS (INSERT INTO task_changes (user_id, position, kind, task_id, recorded_at) \
              SELECT t.user_id, h.position, 'deleted', t.id, $4 FROM t, h) \
-             SELECT 1 FROM t"
+             SELECT h.position FROM t, h"
         );
-        let deleted = sqlx::query(sql)
+        let position: Option<i64> = sqlx::query_scalar(sql)
             .bind(id)
             .bind(user_id)
             .bind(expected_version)
             .bind(todo_shared::timestamp::now())
             .fetch_optional(&mut self.pool.acquire().await?)
-            .await?
-            .is_some();
-        if deleted { Ok(()) } else { Err(no_row_error(self.current_version(user_id, id).await?)) }
+            .await?;
+        match position {
+            Some(position) => Ok(position),
+            None => Err(no_row_error(self.current_version(user_id, id).await?)),
+        }
     }
 
     async fn purge_user(&self, user_id: Uuid, position: i64) -> Result<u64, Error> {

@@ -113,15 +113,15 @@ pub(super) fn task_from_row(row: &SqliteRow) -> Result<Task, sqlx::Error> {
 
 #[tonic::async_trait]
 impl TaskStore for SqliteTaskStore {
-    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<Task, Error> {
+    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<(Task, Option<i64>), Error> {
         // SQLite runs one writer at a time; BEGIN IMMEDIATE takes the write lock at once, so
         // the claim, the insert and its change are atomic with respect to parallel retries.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(key) = key else {
             insert_row(&mut tx, task).await?;
-            record(&mut tx, task.user_id, &ChangeKind::Upserted(task.clone()), task.updated_at).await?;
+            let position = record(&mut tx, task.user_id, &ChangeKind::Upserted(task.clone()), task.updated_at).await?;
             tx.commit().await?;
-            return Ok(task.clone());
+            return Ok((task.clone(), Some(position)));
         };
         let claimed = sqlx::query(
             "INSERT INTO task_create_requests (user_id, request_id, fingerprint, task_id, created_at) \
@@ -138,9 +138,9 @@ impl TaskStore for SqliteTaskStore {
             == 1;
         if claimed {
             insert_row(&mut tx, task).await?;
-            record(&mut tx, task.user_id, &ChangeKind::Upserted(task.clone()), task.updated_at).await?;
+            let position = record(&mut tx, task.user_id, &ChangeKind::Upserted(task.clone()), task.updated_at).await?;
             tx.commit().await?;
-            return Ok(task.clone());
+            return Ok((task.clone(), Some(position)));
         }
         let (fingerprint, task_id): (Vec<u8>, Uuid) = sqlx::query_as(
             "SELECT fingerprint, task_id FROM task_create_requests WHERE user_id = $1 AND request_id = $2",
@@ -150,7 +150,7 @@ impl TaskStore for SqliteTaskStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        replay(&fingerprint, key, self.get_task(task.user_id, task_id).await?)
+        Ok((replay(&fingerprint, key, self.get_task(task.user_id, task_id).await?)?, None))
     }
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error> {
@@ -184,7 +184,13 @@ impl TaskStore for SqliteTaskStore {
         Ok(rows.iter().map(task_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: &TaskPatch, at: OffsetDateTime) -> Result<Task, Error> {
+    async fn update_task(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        patch: &TaskPatch,
+        at: OffsetDateTime,
+    ) -> Result<(Task, i64), Error> {
         let sql = concat!(
             "UPDATE tasks SET \
                  title = COALESCE($3, title), \
@@ -215,12 +221,12 @@ impl TaskStore for SqliteTaskStore {
             return Err(no_row_error(self.current_version(user_id, id).await?));
         };
         let task = task_from_row(&row)?;
-        record(&mut tx, user_id, &ChangeKind::Upserted(task.clone()), at).await?;
+        let position = record(&mut tx, user_id, &ChangeKind::Upserted(task.clone()), at).await?;
         tx.commit().await?;
-        Ok(task)
+        Ok((task, position))
     }
 
-    async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
+    async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<i64, Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let deleted = sqlx::query("DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3 IS NULL OR version = $3)")
             .bind(id)
@@ -233,9 +239,9 @@ impl TaskStore for SqliteTaskStore {
             drop(tx);
             return Err(no_row_error(self.current_version(user_id, id).await?));
         }
-        record(&mut tx, user_id, &ChangeKind::Deleted(id), todo_shared::timestamp::now()).await?;
+        let position = record(&mut tx, user_id, &ChangeKind::Deleted(id), todo_shared::timestamp::now()).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(position)
     }
 
     async fn purge_user(&self, user_id: Uuid, position: i64) -> Result<u64, Error> {

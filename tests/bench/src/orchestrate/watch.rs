@@ -22,6 +22,7 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
 use crate::fixture::{authed, connect, new_task};
+use crate::procs::CpuUsage;
 use crate::report::{Delivery, IdleStreams, WatchReport};
 use crate::{Result, procs};
 
@@ -172,15 +173,23 @@ impl Deliveries {
     }
 }
 
-/// [`WRITERS`] CreateTask loops over `users`' tokens for `warmup` + `window`; the calls
-/// answered OK within the window per second, and the failures.
+/// One write window: CreateTask calls answered OK per second, failures, and the CPU the
+/// watched processes, PostgreSQL and the harness used.
+struct Window {
+    rate: f64,
+    failed: u64,
+    cpu: CpuUsage,
+}
+
+/// [`WRITERS`] CreateTask loops over `users`' tokens for `warmup` + `window`.
 async fn write(
     channel: Channel,
     users: Arc<Vec<AsciiMetadataValue>>,
     warmup: Duration,
     window: Duration,
     deliveries: Option<Arc<Deliveries>>,
-) -> (f64, u64) {
+    watched: Vec<(String, u32)>,
+) -> Window {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + warmup;
@@ -188,6 +197,12 @@ async fn write(
     if let Some(d) = &deliveries {
         *d.from.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
     }
+    let probe = tokio::spawn(async move {
+        tokio::time::sleep_until(start.into()).await;
+        let before = procs::cpu_snapshot(&watched);
+        tokio::time::sleep_until(end.into()).await;
+        procs::cpu_usage(&before, &procs::cpu_snapshot(&watched), &watched)
+    });
     let mut set = JoinSet::new();
     for w in 0..WRITERS {
         let (channel, users, ok, failed, deliveries) =
@@ -215,7 +230,11 @@ async fn write(
         });
     }
     while set.join_next().await.is_some() {}
-    (ok.load(Ordering::Relaxed) as f64 / window.as_secs_f64(), failed.load(Ordering::Relaxed))
+    Window {
+        rate: ok.load(Ordering::Relaxed) as f64 / window.as_secs_f64(),
+        failed: failed.load(Ordering::Relaxed),
+        cpu: probe.await.unwrap_or_default(),
+    }
 }
 
 impl Harness {
@@ -286,21 +305,22 @@ impl Harness {
             } else {
                 None
             };
-            let (rate, failed) = write(
+            let done = write(
                 writer.clone(),
                 users.clone(),
                 timing.warmup,
                 timing.window,
                 attached.then(|| deliveries.clone()),
+                vec![("task".to_owned(), pid)],
             )
             .await;
             if attached {
                 tokio::time::sleep(DELIVERY_GRACE).await;
-                delivery.with_watchers.push(rate);
+                delivery.with_watchers.push((done.rate, done.cpu));
             } else {
-                delivery.without_watchers.push(rate);
+                delivery.without_watchers.push((done.rate, done.cpu));
             }
-            delivery.failed += failed;
+            delivery.failed += done.failed;
             drop(readers);
         }
         delivery.missed = deliveries.missed();
@@ -317,17 +337,25 @@ impl Harness {
         let d = crossing.clone();
         eprintln!("{} watch: {CROSS_WATCHERS} watchers on a second replica", self.elapsed());
         let readers = attach(&remote_links, remote, Arc::new(move |event| d.received(&event))).await?;
-        let (rate, failed) =
-            write(writer.clone(), remote_users, timing.warmup, timing.window, Some(crossing.clone())).await;
+        let remote_pid = self.procs[second].pid();
+        let done = write(
+            writer.clone(),
+            remote_users,
+            timing.warmup,
+            timing.window,
+            Some(crossing.clone()),
+            vec![("task".to_owned(), pid), ("task-2".to_owned(), remote_pid)],
+        )
+        .await;
         tokio::time::sleep(DELIVERY_GRACE).await;
         drop(readers);
         let cross = Delivery {
             watchers: CROSS_WATCHERS,
             writers: WRITERS,
             replicas: 2,
-            with_watchers: vec![rate],
+            with_watchers: vec![(done.rate, done.cpu)],
             without_watchers: Vec::new(),
-            failed,
+            failed: done.failed,
             missed: crossing.missed(),
             latencies_ms: std::mem::take(&mut *crossing.latencies_ms.lock().unwrap_or_else(|e| e.into_inner())),
         };

@@ -51,9 +51,10 @@ pub struct Delivery {
     pub latencies_ms: Vec<f64>,
     /// Acknowledged changes never delivered.
     pub missed: usize,
-    /// CreateTask calls/s per window, with the watchers attached and with none.
-    pub with_watchers: Vec<f64>,
-    pub without_watchers: Vec<f64>,
+    /// CreateTask calls/s per window, and the CPU used in it, with the watchers attached and
+    /// with none.
+    pub with_watchers: Vec<(f64, CpuUsage)>,
+    pub without_watchers: Vec<(f64, CpuUsage)>,
     pub failed: u64,
 }
 
@@ -64,6 +65,19 @@ impl Delivery {
         let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
         sorted.get(rank - 1).copied().unwrap_or(f64::NAN)
     }
+}
+
+/// Mean core-µs per CreateTask of every watched task-service, PostgreSQL and the harness (the
+/// writers and the watchers' client side) over `windows`.
+fn per_call(windows: &[(f64, CpuUsage)]) -> String {
+    if windows.is_empty() {
+        return "-".to_owned();
+    }
+    let us = |pct: f64, rate: f64| if rate > 0.0 { pct / 100.0 / rate * 1e6 } else { f64::NAN };
+    let service = mean(windows.iter().map(|(r, c)| us(c.watched.iter().map(|(_, p)| p).sum(), *r)));
+    let postgres = mean(windows.iter().map(|(r, c)| us(c.postgres, *r)));
+    let harness = mean(windows.iter().map(|(r, c)| us(c.client, *r)));
+    format!("{service:.0} / {postgres:.0} / {harness:.0}")
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -109,23 +123,23 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "| Setup | changes | p50 ms | p99 ms | max ms | missed | CreateTask/s with watchers | without | share | failed calls |"
+            "| Setup | changes | p50 ms | p99 ms | max ms | missed | CreateTask/s with watchers | without | share | CPU µs/call task-service / postgres / harness, with | without | failed calls |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|");
         for d in [&w.delivery, &w.cross] {
             let setup = if d.replicas == 1 {
                 format!("{} watchers, one replica", d.watchers)
             } else {
                 format!("{} watchers on replica 2, writes to replica 1", d.watchers)
             };
-            let with = mean(d.with_watchers.iter().copied());
-            let without = mean(d.without_watchers.iter().copied());
+            let with = mean(d.with_watchers.iter().map(|(r, _)| *r));
+            let without = mean(d.without_watchers.iter().map(|(r, _)| *r));
             let share =
                 if d.without_watchers.is_empty() { "-".to_owned() } else { format!("{:.0}%", with / without * 100.0) };
-            let list = |v: &[f64]| v.iter().map(|r| rate(*r)).collect::<Vec<_>>().join(" / ");
+            let list = |v: &[(f64, CpuUsage)]| v.iter().map(|(r, _)| rate(*r)).collect::<Vec<_>>().join(" / ");
             let _ = writeln!(
                 out,
-                "| {setup} | {} | {} | {} | {} | {} | {} | {} | {share} | {} |",
+                "| {setup} | {} | {} | {} | {} | {} | {} | {} | {share} | {} | {} | {} |",
                 d.latencies_ms.len(),
                 ms(d.percentile(0.5)),
                 ms(d.percentile(0.99)),
@@ -133,11 +147,14 @@ impl Report {
                 d.missed,
                 list(&d.with_watchers),
                 if d.without_watchers.is_empty() { "-".to_owned() } else { list(&d.without_watchers) },
+                per_call(&d.with_watchers),
+                per_call(&d.without_watchers),
                 d.failed
             );
         }
 
-        let share = mean(w.delivery.with_watchers.iter().copied()) / mean(w.delivery.without_watchers.iter().copied());
+        let share = mean(w.delivery.with_watchers.iter().map(|(r, _)| *r))
+            / mean(w.delivery.without_watchers.iter().map(|(r, _)| *r));
         let _ = writeln!(out, "\nTargets:");
         let _ = writeln!(
             out,
