@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use todo_shared::config::{ConfigError, Env, LogFilter, TokenConfig};
+use todo_shared::config::{ConfigError, Env, Logging, TokenConfig};
 use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::limits::ServerLimits;
@@ -64,7 +64,7 @@ pub struct Config {
     /// `REFRESH_REUSE_GRACE` (seconds).
     pub sessions: SessionPolicy,
     /// `RUST_LOG`, default `info`.
-    pub log_filter: LogFilter,
+    pub logging: Logging,
     /// `TOKIO_WORKER_THREADS`, default one per core.
     pub worker_threads: Option<usize>,
     /// `CORS_ALLOWED_ORIGINS`, default none.
@@ -101,7 +101,7 @@ impl Config {
             pool: env.pool_settings()?,
             token: env.token_config()?,
             sessions: session_policy(env)?,
-            log_filter: env.log_filter()?,
+            logging: env.logging()?,
             worker_threads: env.worker_threads()?,
             cors: env.cors_origins()?,
             hashing,

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    todo_shared::telemetry::init(&config.log_filter);
+    todo_shared::telemetry::init(&config.logging);
 
     let app = match Application::build(config).await {
         Ok(app) => app,

@@ -70,7 +70,7 @@ async fn run() -> Result<(), Exit> {
     let mut task_config =
         task_service::Config::from_env(&env_for("tasks.db")).map_err(|e| config_error("task-service", e))?;
     let origins = format!("{:?}", auth_config.cors);
-    todo_shared::telemetry::init(&auth_config.log_filter);
+    todo_shared::telemetry::init(&auth_config.logging);
 
     let start_error = |service: &str, message: String, is_config: bool| Exit {
         message: format!("{service}: {message}"),

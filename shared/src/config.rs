@@ -160,13 +160,19 @@ impl Env {
         }
     }
 
-    /// `RUST_LOG`, validated now so a typo stops start-up instead of silencing the logs.
-    pub fn log_filter(&self) -> Result<LogFilter, ConfigError> {
-        let raw = self.string_or("RUST_LOG", LogFilter::DEFAULT)?;
+    /// `RUST_LOG` and `LOG_FORMAT`, validated now so a typo stops start-up instead of
+    /// silencing the logs.
+    pub fn logging(&self) -> Result<Logging, ConfigError> {
+        let raw = self.string_or("RUST_LOG", Logging::DEFAULT)?;
         tracing_subscriber::EnvFilter::builder()
             .parse(&raw)
             .map_err(|e| ConfigError::new("RUST_LOG", format!("invalid filter {raw:?}: {e}")))?;
-        Ok(LogFilter(raw))
+        let format = match self.get("LOG_FORMAT")?.as_deref().map(str::trim) {
+            None | Some("" | "text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(ConfigError::new("LOG_FORMAT", format!("expected text or json, got {other:?}"))),
+        };
+        Ok(Logging { filter: raw, format })
     }
 
     /// `JWT_SECRET`, `JWT_ISSUER` and `JWT_AUDIENCE`.
@@ -205,21 +211,32 @@ impl Env {
     }
 }
 
-/// A validated `tracing` filter directive string.
+/// How the service logs: a validated `tracing` filter directive string, and the line format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogFilter(String);
+pub struct Logging {
+    filter: String,
+    pub format: LogFormat,
+}
 
-impl LogFilter {
+/// `LOG_FORMAT`: lines for people, or one JSON object per line for a log collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Logging {
     pub const DEFAULT: &'static str = "info";
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub fn filter(&self) -> &str {
+        &self.filter
     }
 }
 
-impl Default for LogFilter {
+impl Default for Logging {
     fn default() -> Self {
-        Self(Self::DEFAULT.to_owned())
+        Self { filter: Self::DEFAULT.to_owned(), format: LogFormat::Text }
     }
 }
 
@@ -273,7 +290,11 @@ mod tests {
         assert_eq!(env.socket_addr("ADDR", default).unwrap_err().var, "ADDR");
         let err = env.seconds("TTL", Duration::from_secs(5), 1..=10).unwrap_err();
         assert_eq!(err.to_string(), "TTL: expected a whole number of seconds from 1 to 10, got 0");
-        assert_eq!(env.log_filter().unwrap_err().var, "RUST_LOG");
+        assert_eq!(env.logging().unwrap_err().var, "RUST_LOG");
+        let env = Env::from_pairs([("LOG_FORMAT", "yaml")]);
+        assert_eq!(env.logging().unwrap_err().to_string(), "LOG_FORMAT: expected text or json, got \"yaml\"");
+        assert_eq!(Env::from_pairs([("LOG_FORMAT", "json")]).logging().unwrap().format, LogFormat::Json);
+        assert_eq!(Env::from_pairs([] as [(&str, &str); 0]).logging().unwrap().format, LogFormat::Text);
     }
 
     #[test]

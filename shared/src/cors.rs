@@ -12,8 +12,9 @@ use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Headers a gRPC-web client sends. Anything else in a preflight is refused.
-const ALLOWED_REQUEST_HEADERS: [&str; 8] = [
+const ALLOWED_REQUEST_HEADERS: [&str; 9] = [
     "authorization",
+    "x-request-id",
     "content-type",
     "x-grpc-web",
     "x-user-agent",
@@ -24,7 +25,8 @@ const ALLOWED_REQUEST_HEADERS: [&str; 8] = [
 ];
 
 /// Without these a browser script sees every failure as an opaque network error.
-const EXPOSED_RESPONSE_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+const EXPOSED_RESPONSE_HEADERS: [&str; 4] =
+    ["grpc-status", "grpc-message", "grpc-status-details-bin", crate::request_id::HEADER];
 
 /// Chromium caps preflight caching at two hours; asking for more changes nothing.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(2 * 60 * 60);

@@ -20,6 +20,7 @@ pub mod health;
 pub mod limits;
 pub mod pg_pool;
 pub mod readiness;
+pub mod request_id;
 pub mod server;
 pub mod supervisor;
 pub mod telemetry;

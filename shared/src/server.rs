@@ -148,11 +148,16 @@ impl GrpcHost {
             .http2_max_pending_accept_reset_streams(Some(limits.max_pending_reset_streams))
             .http2_max_header_list_size(limits.max_header_list_bytes)
             .tcp_keepalive(Some(limits.keepalive_interval))
-            // Outermost, so every call, a refused preflight included, has its span.
+            // Outermost, so the span and every layer below see the settled request id.
+            .layer(crate::request_id::RequestIdLayer)
+            // So every call, a refused preflight included, has its span.
             .layer(crate::telemetry::rpc_trace_layer())
             // Before the rest, so a preflight is answered before the token or readiness checks.
             .layer(self.cors.layer())
             .layer(tonic_web::GrpcWebLayer::new())
+            // Inside gRPC-web, which turns trailers into body bytes, and outside the limits, so
+            // their refusals carry the request id too.
+            .layer(crate::request_id::RequestInfoLayer)
             // Inside gRPC-web, so its refusals reach browsers as gRPC-web too.
             .layer(LimitLayer::new(limits))
             .add_routes(self.routes.routes())

@@ -9,17 +9,31 @@ use tower_http::classify::{GrpcErrorsAsFailures, GrpcFailureClass, SharedClassif
 use tower_http::trace::{DefaultOnEos, DefaultOnResponse, MakeSpan, TraceLayer};
 use tracing::Level;
 
-use crate::config::LogFilter;
+use crate::config::{LogFormat, Logging};
 
 /// Installs the global subscriber. Call once, from `main`.
-pub fn init(filter: &LogFilter) {
+pub fn init(logging: &Logging) {
     let filter = tracing_subscriber::EnvFilter::builder()
-        .parse(filter.as_str())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LogFilter::DEFAULT));
+        .parse(logging.filter())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(Logging::DEFAULT));
     // `try_init` fails only when a subscriber is already installed, which is fine.
-    // Colour only for a person watching; escape codes in a log file or collector are noise.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
+    let _ = match logging.format {
+        LogFormat::Text => {
+            // Colour only for a person watching; escape codes in a log file or collector are noise.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init()
+        }
+        // One object per line: timestamp, level, fields (the message among them), the target
+        // (`audit` lines are told apart by it), and the fields of the enclosing spans (the
+        // RPC's method, request id and user id) flattened in.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .try_init(),
+    };
 }
 
 /// The layer that wraps every request in an `rpc` span and logs its outcome: tower-http's
@@ -53,7 +67,10 @@ pub struct RpcSpan;
 
 impl<B> MakeSpan<B> for RpcSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
-        tracing::info_span!("rpc", method = %request.uri().path(), user_id = tracing::field::Empty)
+        // The request id is settled (and sane) by the time the span is made: `request_id.rs`.
+        let request_id =
+            request.headers().get(crate::request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        tracing::info_span!("rpc", method = %request.uri().path(), request_id, user_id = tracing::field::Empty)
     }
 }
 

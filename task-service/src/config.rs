@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use todo_shared::config::{ConfigError, Env, LogFilter, TokenConfig};
+use todo_shared::config::{ConfigError, Env, Logging, TokenConfig};
 use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::limits::ServerLimits;
@@ -20,7 +20,7 @@ pub struct Config {
     /// `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`: must match auth-service's.
     pub token: TokenConfig,
     /// `RUST_LOG`, default `info`.
-    pub log_filter: LogFilter,
+    pub logging: Logging,
     /// `TOKIO_WORKER_THREADS`, default one per core.
     pub worker_threads: Option<usize>,
     /// `CORS_ALLOWED_ORIGINS`, default none.
@@ -51,7 +51,7 @@ impl Config {
             database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,
             pool: env.pool_settings()?,
             token: env.token_config()?,
-            log_filter: env.log_filter()?,
+            logging: env.logging()?,
             worker_threads: env.worker_threads()?,
             cors: env.cors_origins()?,
             limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,

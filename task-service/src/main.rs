@@ -29,7 +29,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    todo_shared::telemetry::init(&config.log_filter);
+    todo_shared::telemetry::init(&config.logging);
 
     let feedless = config.auth_service_url.is_none();
     let app = match Application::build(config).await {

@@ -10,6 +10,7 @@ mod limits;
 mod model;
 mod postgres_pool;
 mod reflection;
+mod request_id;
 mod sessions;
 mod tasks;
 mod throttle;

@@ -164,9 +164,10 @@ async fn grpc_web_binary_and_text_carry_real_status_codes_to_the_browser(backend
     assert_eq!(response.header("grpc-status"), Some("16"), "{:?}", response.headers);
     assert!(response.header("grpc-message").is_some_and(|m| m.to_ascii_lowercase().contains("authorization")));
     let exposed = response.header_list("access-control-expose-headers");
-    for header in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+    for header in ["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"] {
         assert!(exposed.iter().any(|h| h == header), "{header} not exposed: {exposed:?}");
     }
+    assert!(response.header("x-request-id").is_some_and(|id| uuid::Uuid::try_parse(id).is_ok()), "a fresh request id");
 
     // Text gRPC-web, bad input: INVALID_ARGUMENT with the field violations in grpc-status-details-bin.
     let bad = SignUpRequest { email: "not-an-email".into(), password: "short".into() };

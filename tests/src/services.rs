@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use todo_shared::config::LogFilter;
+use todo_shared::config::Logging;
 use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::PoolSettings;
 use todo_shared::limits::ServerLimits;
@@ -64,7 +64,7 @@ pub fn auth_config(db: &TestDb) -> auth_service::Config {
         pool: PoolSettings::default(),
         token: token_config(),
         sessions: auth_service::sessions::SessionPolicy::default(),
-        log_filter: LogFilter::default(),
+        logging: Logging::default(),
         worker_threads: None,
         cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
         hashing: auth_service::password::HashLimits::default(),
@@ -86,7 +86,7 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
         database: db.url.clone(),
         pool: PoolSettings::default(),
         token: token_config(),
-        log_filter: LogFilter::default(),
+        logging: Logging::default(),
         worker_threads: None,
         cors: AllowedOrigins::parse(WEB_ORIGIN).expect("origin"),
         limits: test_limits(task_service::DEFAULT_MAX_REQUEST_BYTES),

@@ -61,7 +61,7 @@ pub async fn serve(mode: Option<&str>) -> Result<()> {
         _ => return Err("usage: todo-bench task-host <auth|no-auth>".into()),
     };
     let config = Config::from_env(&Env::process()).map_err(|e| format!("configuration error: {e}"))?;
-    todo_shared::telemetry::init(&config.log_filter);
+    todo_shared::telemetry::init(&config.logging);
 
     let keys = Arc::new(TokenKeys::new(&config.token.secret, &config.token.issuer, &config.token.audience)?);
     let page_tokens = PageTokens::new(config.token.secret.expose_for_key_derivation());
