@@ -22,7 +22,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stubs import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
-from todo_client import field_violations
+from todo_client import field_violations, request_id
 
 HERE = Path(__file__).resolve().parent
 AUTH_ADDR = os.environ.get("AUTH_ADDR", "")
@@ -112,6 +112,15 @@ class ApiTest(unittest.TestCase):
         self.assertEqual(user.email, email)
         uuid.UUID(user.id)
         self.assertTrue(user.HasField("create_time"))
+
+    def test_errors_carry_the_request_id_the_caller_sent(self):
+        _, me = sign_up_and_log_in()
+        error = self.assertFails(Code.INVALID_ARGUMENT, tasks.GetTask, task_pb2.GetTaskRequest(id="not-a-uuid"),
+                                 metadata=me + (("x-request-id", "py-report-42"),))
+        self.assertEqual(request_id(error), "py-report-42")
+        self.assertEqual([field for field, _ in field_violations(error)], ["id"])
+        fresh = self.assertFails(Code.UNAUTHENTICATED, tasks.ListTasks, task_pb2.ListTasksRequest())
+        uuid.UUID(request_id(fresh))  # none sent: the server made one
 
     def test_duplicate_sign_up_is_already_exists(self):
         email = new_email()

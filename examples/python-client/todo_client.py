@@ -61,7 +61,7 @@ def status_details(error: grpc.RpcError) -> list:
         return []
     details = []
     for packed in status.details:
-        for kind in (error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.RetryInfo, error_details_pb2.RequestInfo):
             if packed.Is(kind.DESCRIPTOR):
                 detail = kind()
                 packed.Unpack(detail)
@@ -84,6 +84,14 @@ def retry_delay(error: grpc.RpcError) -> float | None:
     for detail in status_details(error):
         if isinstance(detail, error_details_pb2.RetryInfo) and detail.HasField("retry_delay"):
             return detail.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
+def request_id(error: grpc.RpcError) -> str | None:
+    """The call's request id from its google.rpc.RequestInfo: it finds the call in the server's logs."""
+    for detail in status_details(error):
+        if isinstance(detail, error_details_pb2.RequestInfo) and detail.request_id:
+            return detail.request_id
     return None
 
 
@@ -112,6 +120,10 @@ def report(failure: RpcFailure, file=sys.stdout) -> None:
         print(f"  {what}: {when}", file=file)
     elif code == Code.DEADLINE_EXCEEDED:
         print("  no answer within the deadline", file=file)
+    if code in (Code.INTERNAL, Code.UNKNOWN, Code.DATA_LOSS, Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED):
+        reference = request_id(error)
+        if reference:
+            print(f"  request id {reference}: quote it when reporting this", file=file)
 
 
 class Api:

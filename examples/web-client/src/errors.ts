@@ -4,7 +4,7 @@
 // in the `grpc-status-details-bin` trailer; ConnectError.findDetails decodes them.
 
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BadRequestSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb";
+import { BadRequestSchema, RequestInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb";
 
 /** What the call was, so the same status can be explained in the right words. */
 export type Operation =
@@ -87,12 +87,21 @@ function sentence(err: ConnectError, op: Operation, fields: Map<string, string>,
         // fetch() itself failed: nothing listens there, or CORS refused this page's origin.
         return `Cannot reach ${service}. Check that it is running and allows this page's origin (CORS).`;
       }
-      return `Something went wrong: ${err.rawMessage}`;
+      return `Something went wrong: ${err.rawMessage}${reference(err)}`;
     case Code.Canceled:
       return "The request was cancelled.";
     default:
-      return `Something went wrong (${Code[err.code]}): ${err.rawMessage}`;
+      return `Something went wrong (${Code[err.code]}): ${err.rawMessage}${reference(err)}`;
   }
+}
+
+/**
+ * " (reference: <request id>)" for failures on the server's side: the id the services put in
+ * every error (google.rpc.RequestInfo), which finds the call in their logs.
+ */
+export function reference(err: ConnectError): string {
+  const id = err.findDetails(RequestInfoSchema)[0]?.requestId ?? err.metadata.get("x-request-id");
+  return id ? ` (reference: ${id})` : "";
 }
 
 /** The field violations of a google.rpc.BadRequest detail, in the order the server gave them. */
