@@ -115,8 +115,12 @@ impl Follower {
             if position != before || self.freshness.silence().is_some_and(|s| s < SILENCE_LIMIT) {
                 backoff = Duration::from_millis(100);
             }
-            // One warning per outage, not one per retry.
-            if !failing {
+            // One warning per outage, not one per retry. Before the feed has ever answered
+            // (both services starting together), one line at info: health says the rest.
+            if !failing && self.freshness.silence().is_none() {
+                tracing::info!(error = %ended, "waiting for auth-service's session feed");
+                failing = true;
+            } else if !failing {
                 tracing::warn!(error = %ended, position, "session feed from auth-service lost; reconnecting");
                 failing = true;
             } else {
@@ -244,10 +248,18 @@ async fn monitor(
 ) {
     let mut tick = tokio::time::interval(MONITOR_INTERVAL);
     let mut current = false;
+    let mut said_never = false;
     loop {
         tick.tick().await;
         let silence = freshness.silence();
         let limit = max_staleness.unwrap_or(SILENCE_LIMIT);
+        if silence.is_none() && !said_never && freshness.started.elapsed() > limit {
+            said_never = true;
+            tracing::warn!(
+                waited_s = freshness.started.elapsed().as_secs(),
+                "auth-service's session feed has not answered since start-up: check AUTH_SERVICE_URL and that auth-service runs"
+            );
+        }
         let now_current = silence.is_some_and(|s| s <= limit);
         if now_current != current {
             current = now_current;
