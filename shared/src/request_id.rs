@@ -9,14 +9,20 @@
 //! settles the id before the span is made and sets the response header; [`RequestInfoLayer`]
 //! (inside gRPC-web) adds the `RequestInfo` to an error's details, in the headers of a
 //! trailers-only answer or in the trailers of a streamed one.
+//!
+//! One answer escapes both: tonic enforces a client's `grpc-timeout` outside every layer, and
+//! its CANCELLED carries no request id. The limits layer answers such deadlines itself 1 ms
+//! earlier (DEADLINE_EXCEEDED, with the id), so that answer is a race lost, not the rule.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame};
-use tonic_types::{ErrorDetails, StatusExt};
+use prost::Message as _;
 use tower::{Layer, Service};
 
 /// The metadata key of the request id, in requests and responses.
@@ -24,6 +30,13 @@ pub const HEADER: &str = "x-request-id";
 /// Longest request id kept from a caller.
 pub const MAX_LEN: usize = 128;
 const DETAILS: &str = "grpc-status-details-bin";
+const REQUEST_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RequestInfo";
+
+/// gRPC's binary-header base64: written without padding, read with or without.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// Whether a caller's request id is kept.
 pub fn is_sane(value: &HeaderValue) -> bool {
@@ -172,27 +185,64 @@ impl<B: Default> Default for WithRequestInfo<B> {
     }
 }
 
-/// If `headers` carry an error status, adds `RequestInfo{request_id: id}` to its details,
-/// keeping the details already there.
+/// If `headers` carry an error status, adds `RequestInfo{request_id: id}` to its details
+/// (replacing an earlier `RequestInfo`), keeping every other detail as it was, whatever its
+/// type. Details that do not decode are left alone rather than replaced.
 fn add_request_info(headers: &mut HeaderMap, id: &str) {
-    let Some(status) = tonic::Status::from_header_map(headers) else { return };
-    if status.code() == tonic::Code::Ok {
+    let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if code == 0 {
         return;
     }
-    let mut details: ErrorDetails = status.get_error_details();
-    details.set_request_info(id, "");
-    let with_info = tonic::Status::with_error_details(status.code(), status.message(), details);
-    let mut encoded = HeaderMap::new();
-    if with_info.add_header(&mut encoded).is_ok()
-        && let Some(value) = encoded.remove(DETAILS)
-    {
+    let mut status = match headers.get(DETAILS) {
+        Some(value) => {
+            let Some(status) =
+                BASE64.decode(value.as_bytes()).ok().and_then(|b| tonic_types::pb::Status::decode(&b[..]).ok())
+            else {
+                return;
+            };
+            status
+        }
+        None => tonic_types::pb::Status {
+            code,
+            message: headers.get("grpc-message").map(|m| percent_decode(m.as_bytes())).unwrap_or_default(),
+            details: Vec::new(),
+        },
+    };
+    status.details.retain(|any| any.type_url != REQUEST_INFO_TYPE);
+    let info = tonic_types::pb::RequestInfo { request_id: id.to_owned(), serving_data: String::new() };
+    status.details.push(prost_types::Any { type_url: REQUEST_INFO_TYPE.to_owned(), value: info.encode_to_vec() });
+    if let Ok(value) = HeaderValue::try_from(BASE64.encode(status.encode_to_vec())) {
         headers.insert(DETAILS, value);
     }
+}
+
+/// `grpc-message` is percent-encoded UTF-8; anything malformed is kept as it came.
+fn percent_decode(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (raw[i], raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic_types::{ErrorDetails, StatusExt};
 
     #[test]
     fn only_short_printable_ids_are_kept() {
@@ -225,5 +275,48 @@ mod tests {
         ok.insert("grpc-status", HeaderValue::from_static("0"));
         add_request_info(&mut ok, "req-42");
         assert!(ok.get(DETAILS).is_none(), "a success gets no details");
+    }
+
+    #[test]
+    fn a_status_without_details_gets_one_with_its_code_and_message() {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static("16"));
+        headers.insert("grpc-message", HeaderValue::from_static("token%20expired%3A%20caf%C3%A9"));
+        add_request_info(&mut headers, "req-7");
+        let raw = BASE64.decode(headers.get(DETAILS).unwrap().as_bytes()).unwrap();
+        let status = tonic_types::pb::Status::decode(&raw[..]).unwrap();
+        assert_eq!((status.code, status.message.as_str()), (16, "token expired: café"));
+        assert_eq!(status.details.len(), 1);
+    }
+
+    #[test]
+    fn details_of_unknown_types_are_kept_and_an_old_request_info_replaced() {
+        let foreign = prost_types::Any { type_url: "type.example.com/acme.Custom".into(), value: vec![1, 2, 3] };
+        let old = tonic_types::pb::RequestInfo { request_id: "old".into(), serving_data: String::new() };
+        let status = tonic_types::pb::Status {
+            code: 13,
+            message: "boom".into(),
+            details: vec![
+                foreign.clone(),
+                foreign.clone(),
+                prost_types::Any { type_url: REQUEST_INFO_TYPE.into(), value: old.encode_to_vec() },
+            ],
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static("13"));
+        headers.insert(DETAILS, HeaderValue::try_from(BASE64.encode(status.encode_to_vec())).unwrap());
+        add_request_info(&mut headers, "new");
+        let raw = BASE64.decode(headers.get(DETAILS).unwrap().as_bytes()).unwrap();
+        let back = tonic_types::pb::Status::decode(&raw[..]).unwrap();
+        assert_eq!(back.details[..2], [foreign.clone(), foreign]);
+        assert_eq!(back.details.len(), 3);
+        let info = tonic_types::pb::RequestInfo::decode(&back.details[2].value[..]).unwrap();
+        assert_eq!(info.request_id, "new");
+
+        let mut garbage = HeaderMap::new();
+        garbage.insert("grpc-status", HeaderValue::from_static("13"));
+        garbage.insert(DETAILS, HeaderValue::from_static("!!not base64!!"));
+        add_request_info(&mut garbage, "new");
+        assert_eq!(garbage.get(DETAILS).unwrap(), "!!not base64!!", "left alone, no panic");
     }
 }

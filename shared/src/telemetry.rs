@@ -23,9 +23,9 @@ pub fn init(logging: &Logging) {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
             tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init()
         }
-        // One object per line: timestamp, level, fields (the message among them), the target
-        // (`audit` lines are told apart by it), and the fields of the enclosing spans (the
-        // RPC's method, request id and user id) flattened in.
+        // One object per line: timestamp, level, the event's fields (the message among them)
+        // at the top, the target (`audit` lines are told apart by it), and `spans`: the
+        // enclosing spans with their fields (the RPC's method, request id and user id).
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .flatten_event(true)

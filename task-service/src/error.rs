@@ -28,6 +28,9 @@ pub enum Error {
     TooManyStreams(&'static str),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// A write was cut off by the server shutting down; it may or may not have committed.
+    #[error("the server is shutting down: retry (on another instance)")]
+    ShuttingDown,
 }
 
 /// The field violation's description: the status message prefixes the field name.
@@ -54,6 +57,7 @@ impl From<Error> for Status {
             Error::ResumeTokenExpired => Status::failed_precondition(err.to_string()),
             Error::TooManyStreams(_) => Status::resource_exhausted(err.to_string()),
             Error::Database(db) => todo_shared::db::status_for(&db),
+            Error::ShuttingDown => Status::unavailable(err.to_string()),
         }
     }
 }

@@ -154,7 +154,10 @@ pub async fn listen(options: PgConnectOptions, channel: &'static str, hub: Arc<H
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
                     // This replica's own announcements come back too: its streams have them already.
-                    let Some((origin, users)) = notification.payload().split_once(';') else { continue };
+                    // A payload without an origin is a bare id, from a replica of an earlier
+                    // release during a rolling upgrade.
+                    let (origin, users) =
+                        notification.payload().split_once(';').unwrap_or(("", notification.payload()));
                     if hub.announcer.as_ref().is_some_and(|a| a.origin == origin) {
                         continue;
                     }
@@ -202,6 +205,8 @@ const MAX_PAYLOAD: usize = 7_900;
 /// other replicas' watchers wait at most this long more, far inside the 100 ms the live-sync
 /// target allows, and this replica's own watchers are woken at once regardless.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(10);
+/// The pause before announcing again after the database refused an announcement.
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
 
 impl Announcer {
     fn add(&self, user: Uuid) {
@@ -211,6 +216,12 @@ impl Announcer {
 
     fn take(&self) -> Vec<Uuid> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect()
+    }
+
+    /// Puts back users whose announcement failed, for the next attempt.
+    fn retry(&self, users: &[Uuid]) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).extend(users.iter().copied());
+        self.ready.notify_one();
     }
 }
 
@@ -245,6 +256,7 @@ pub async fn announce(options: PgConnectOptions, channel: &'static str, announce
     loop {
         announcer.ready.notified().await;
         let users = announcer.take();
+        let mut failed = false;
         for payload in payloads(&announcer.origin, &users) {
             match sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(&payload).execute(&pool).await {
                 Ok(_) if failing => {
@@ -252,17 +264,26 @@ pub async fn announce(options: PgConnectOptions, channel: &'static str, announce
                     failing = false;
                 }
                 Ok(_) => {}
-                Err(err) if !failing => {
-                    tracing::warn!(
-                        error = %err,
-                        "cannot announce task changes to other replicas; their watchers see them at their next bookmark"
-                    );
-                    failing = true;
+                Err(err) => {
+                    if !failing {
+                        tracing::warn!(
+                            error = %err,
+                            "cannot announce task changes to other replicas; retrying (their watchers see the changes at their next bookmark meanwhile)"
+                        );
+                        failing = true;
+                    }
+                    failed = true;
+                    break;
                 }
-                Err(_) => {}
             }
         }
-        tokio::time::sleep(ANNOUNCE_INTERVAL).await;
+        if failed {
+            // The whole batch again (a user told twice reads the log twice, no more).
+            announcer.retry(&users);
+            tokio::time::sleep(ANNOUNCE_RETRY).await;
+        } else {
+            tokio::time::sleep(ANNOUNCE_INTERVAL).await;
+        }
     }
 }
 

@@ -53,11 +53,17 @@ impl Tasks {
             version: 1,
         };
         let fingerprint = new.fingerprint();
-        let key = new.request_id.as_ref().map(|id| IdempotencyKey { request_id: id.as_str(), fingerprint });
-        let (stored, position) = self.store.insert_task(&task, key.as_ref()).await?;
-        if let Some(position) = position {
-            self.hub.changed(user_id, || Change { position, kind: ChangeKind::Upserted(stored.clone()) });
-        }
+        let (store, hub, to_store) = (Arc::clone(&self.store), Arc::clone(&self.hub), task.clone());
+        let stored = run_to_completion(async move {
+            let key = new.request_id.as_ref().map(|id| IdempotencyKey { request_id: id.as_str(), fingerprint });
+            let (stored, position) = store.insert_task(&to_store, key.as_ref()).await?;
+            // None: a retry, which changed nothing.
+            if let Some(position) = position {
+                hub.changed(user_id, || Change { position, kind: ChangeKind::Upserted(stored.clone()) });
+            }
+            Ok(stored)
+        })
+        .await?;
         if stored.id == task.id {
             tracing::info!(task_id = %task.id, "task created");
         } else {
@@ -98,16 +104,41 @@ impl Tasks {
     }
 
     pub async fn update(&self, user_id: Uuid, update: TaskUpdate) -> Result<Task, Error> {
-        let (task, position) = self.store.update_task(user_id, update.id, &update.patch, timestamp::now()).await?;
-        self.hub.changed(user_id, || Change { position, kind: ChangeKind::Upserted(task.clone()) });
+        let (store, hub) = (Arc::clone(&self.store), Arc::clone(&self.hub));
+        let task = run_to_completion(async move {
+            let (task, position) = store.update_task(user_id, update.id, &update.patch, timestamp::now()).await?;
+            hub.changed(user_id, || Change { position, kind: ChangeKind::Upserted(task.clone()) });
+            Ok(task)
+        })
+        .await?;
         tracing::info!(task_id = %task.id, version = task.version, "task updated");
         Ok(task)
     }
 
     pub async fn delete(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<(), Error> {
-        let position = self.store.delete_task(user_id, id, expected_version).await?;
-        self.hub.changed(user_id, || Change { position, kind: ChangeKind::Deleted(id) });
+        let (store, hub) = (Arc::clone(&self.store), Arc::clone(&self.hub));
+        run_to_completion(async move {
+            let position = store.delete_task(user_id, id, expected_version).await?;
+            hub.changed(user_id, || Change { position, kind: ChangeKind::Deleted(id) });
+            Ok(())
+        })
+        .await?;
         tracing::info!(task_id = %id, "task deleted");
         Ok(())
+    }
+}
+
+/// Runs a write and its hand-over to the watchers on a task of its own. A client that goes
+/// away, or a deadline, drops the RPC's future at any await; a write that had committed by then
+/// would never reach the watchers (in this process or, unannounced, on other replicas) until
+/// their next bookmark. Spawned, it finishes whatever happens to the caller.
+async fn run_to_completion<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::spawn(write).await {
+        Ok(result) => result,
+        // As if it had run here: a bug's panic stays a panic.
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => Err(Error::ShuttingDown),
     }
 }

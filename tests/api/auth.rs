@@ -223,8 +223,10 @@ async fn unknown_email_is_indistinguishable_from_wrong_password(backend: Backend
     let mut client = auth_client(&auth).await;
     client.sign_up(sign_up("known@example.com", "tulip-anchor-93")).await.unwrap();
 
-    let wrong_password = client.login(login("known@example.com", "password124")).await.unwrap_err();
-    let unknown_email = client.login(login("unknown@example.com", "tulip-anchor-93")).await.unwrap_err();
+    // One request id for both: it is in every error's details, and those are compared below.
+    let same = |message| with_request_id(tonic::Request::new(message), "compare-2");
+    let wrong_password = client.login(same(login("known@example.com", "password124"))).await.unwrap_err();
+    let unknown_email = client.login(same(login("unknown@example.com", "tulip-anchor-93"))).await.unwrap_err();
     assert_eq!(wrong_password.code(), Code::Unauthenticated);
     assert_eq!(unknown_email.code(), Code::Unauthenticated);
     assert_eq!(wrong_password.message(), unknown_email.message());

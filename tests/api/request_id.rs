@@ -18,11 +18,6 @@ on_both_backends!(
     a_streamed_error_carries_the_request_id,
 );
 
-fn with_id<T>(mut request: tonic::Request<T>, id: &str) -> tonic::Request<T> {
-    request.metadata_mut().insert("x-request-id", id.parse().unwrap());
-    request
-}
-
 fn id_of(metadata: &MetadataMap) -> &str {
     metadata.get("x-request-id").expect("x-request-id in the response metadata").to_str().unwrap()
 }
@@ -32,11 +27,14 @@ async fn a_sane_request_id_comes_back_in_the_metadata_and_the_error_details(back
     let mut client = task_client(&tasks).await;
     let me = caller();
 
-    let ok = client.list_tasks(with_id(bearer(&me.token, ListTasksRequest::default()), "report-1234")).await.unwrap();
+    let ok = client
+        .list_tasks(with_request_id(bearer(&me.token, ListTasksRequest::default()), "report-1234"))
+        .await
+        .unwrap();
     assert_eq!(id_of(ok.metadata()), "report-1234");
 
     let bad = GetTaskRequest { id: "not-a-uuid".into() };
-    let err = client.get_task(with_id(bearer(&me.token, bad), "report-5678")).await.unwrap_err();
+    let err = client.get_task(with_request_id(bearer(&me.token, bad), "report-5678")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(id_of(err.metadata()), "report-5678");
     let details = err.get_error_details();
@@ -44,7 +42,10 @@ async fn a_sane_request_id_comes_back_in_the_metadata_and_the_error_details(back
     assert_eq!(violated_fields(&err), ["id"], "the field violations are still there");
 
     // Refused before any handler runs (no token): the id is there too.
-    let err = client.list_tasks(with_id(tonic::Request::new(ListTasksRequest::default()), "anon-1")).await.unwrap_err();
+    let err = client
+        .list_tasks(with_request_id(tonic::Request::new(ListTasksRequest::default()), "anon-1"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(err.get_error_details().request_info().map(|i| i.request_id.as_str()), Some("anon-1"));
 }
@@ -58,7 +59,7 @@ async fn a_missing_or_unusable_request_id_is_replaced_by_a_fresh_one(backend: Ba
     for sent in [None, Some(too_long.as_str()), Some("two words"), Some("")] {
         let request = bearer(&me.token, ListTasksRequest::default());
         let request = match sent {
-            Some(id) => with_id(request, id),
+            Some(id) => with_request_id(request, id),
             None => request,
         };
         let response = client.list_tasks(request).await.unwrap();
@@ -71,7 +72,8 @@ async fn a_missing_or_unusable_request_id_is_replaced_by_a_fresh_one(backend: Ba
     assert_eq!(seen.len(), 4, "a fresh id each time");
 
     let kept = "x".repeat(128);
-    let response = client.list_tasks(with_id(bearer(&me.token, ListTasksRequest::default()), &kept)).await.unwrap();
+    let response =
+        client.list_tasks(with_request_id(bearer(&me.token, ListTasksRequest::default()), &kept)).await.unwrap();
     assert_eq!(id_of(response.metadata()), kept, "128 characters are kept");
 }
 
@@ -84,7 +86,7 @@ async fn a_streamed_error_carries_the_request_id(backend: Backend) {
     claims["iat"] = serde_json::json!(now_secs() - 60);
     claims["exp"] = serde_json::json!(now_secs() - 29);
     let short = Caller { id, token: forge("HS256", &claims, Some(SECRET.as_bytes())) };
-    let request = with_id(bearer(&short.token, WatchTasksRequest::default()), "stream-77");
+    let request = with_request_id(bearer(&short.token, WatchTasksRequest::default()), "stream-77");
     let response = client.watch_tasks(request).await.unwrap();
     assert_eq!(id_of(response.metadata()), "stream-77");
     let mut stream = response.into_inner();

@@ -41,6 +41,13 @@ pub async fn create(
 }
 
 /// Wraps `message` in a request with `authorization: Bearer <token>`.
+/// `request` with `x-request-id: id`. Every error carries its request id, so answers compared
+/// byte for byte (to show nothing leaks) must be asked with the same one.
+pub fn with_request_id<T>(mut request: tonic::Request<T>, id: &str) -> tonic::Request<T> {
+    request.metadata_mut().insert("x-request-id", id.parse().expect("a valid request id"));
+    request
+}
+
 pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     with_authorization(&format!("Bearer {token}"), message)
 }

@@ -171,6 +171,12 @@ async fn another_users_task_and_a_random_id_give_identical_not_found(backend: Ba
     let names: BTreeSet<&str> = id_rpcs.iter().map(|r| r.name.as_str()).collect();
     assert!(["GetTask", "UpdateTask", "DeleteTask"].iter().all(|n| names.contains(n)), "{names:?}");
 
+    // One request id for every call: it is in every error's details, and those are compared.
+    let compared = |token: &str| {
+        let mut metadata = bearer_metadata(token);
+        metadata.push(("x-request-id".to_owned(), b"compare-3".to_vec()));
+        metadata
+    };
     for rpc in &id_rpcs {
         // With an etag field: no etag, alice's current one, a stale one, a foreign one. Even the
         // right etag must not turn NOT_FOUND into ABORTED or OK.
@@ -187,7 +193,7 @@ async fn another_users_task_and_a_random_id_give_identical_not_found(backend: Ba
                 body
             };
             let context = |what: &str| format!("{} (etag {etag:?}) by bob on {what}", rpc.name);
-            let random = call_raw(&channel, &rpc.path, body(&Uuid::now_v7().to_string()), &bearer_metadata(&bob.token))
+            let random = call_raw(&channel, &rpc.path, body(&Uuid::now_v7().to_string()), &compared(&bob.token))
                 .await
                 .unwrap_err();
             assert_eq!(random.code(), Code::NotFound, "{}: {random:?}", context("a random id"));
@@ -202,7 +208,7 @@ async fn another_users_task_and_a_random_id_give_identical_not_found(backend: Ba
             others.push(("a random id, asked by alice".into(), Uuid::now_v7().to_string(), &alice));
             others.push(("bob's deleted task, asked by alice".into(), gone.id.clone(), &alice));
             for (what, target, who) in others {
-                let err = call_raw(&channel, &rpc.path, body(&target), &bearer_metadata(&who.token))
+                let err = call_raw(&channel, &rpc.path, body(&target), &compared(&who.token))
                     .await
                     .expect_err(&context(&what));
                 assert_eq!(observable(&err), reference, "{}: not the answer for a random id", context(&what));

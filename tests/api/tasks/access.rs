@@ -21,20 +21,28 @@ async fn another_user_can_neither_see_nor_change_a_task(backend: Backend) {
     let task = create(&mut client, &alice, "alice's secret").await;
     let id = Uuid::parse_str(&task.id).unwrap();
 
-    let get = client.get_task(bearer(&bob.token, GetTaskRequest { id: task.id.clone() })).await.unwrap_err();
+    // One request id for all: it is in every error's details, and those are compared below.
+    let same = |request| with_request_id(request, "compare-1");
+    let get = client.get_task(same(bearer(&bob.token, GetTaskRequest { id: task.id.clone() }))).await.unwrap_err();
     let update = client
-        .update_task(bearer(
-            &bob.token,
-            UpdateTaskRequest { id: task.id.clone(), title: Some("pwned".into()), ..Default::default() },
+        .update_task(with_request_id(
+            bearer(
+                &bob.token,
+                UpdateTaskRequest { id: task.id.clone(), title: Some("pwned".into()), ..Default::default() },
+            ),
+            "compare-1",
         ))
         .await
         .unwrap_err();
     let delete = client
-        .delete_task(bearer(&bob.token, DeleteTaskRequest { id: task.id.clone(), etag: String::new() }))
+        .delete_task(with_request_id(
+            bearer(&bob.token, DeleteTaskRequest { id: task.id.clone(), etag: String::new() }),
+            "compare-1",
+        ))
         .await
         .unwrap_err();
     let random =
-        client.get_task(bearer(&bob.token, GetTaskRequest { id: Uuid::now_v7().to_string() })).await.unwrap_err();
+        client.get_task(same(bearer(&bob.token, GetTaskRequest { id: Uuid::now_v7().to_string() }))).await.unwrap_err();
     for err in [&get, &update, &delete] {
         assert_eq!(err.code(), Code::NotFound);
         // Byte for byte what a task that does not exist gives: existence does not leak.
