@@ -50,6 +50,8 @@ fn fresh() -> HeaderValue {
 }
 
 /// Settles the request id (see the module docs) and returns it in the response headers.
+/// tower-http's `SetRequestIdLayer` keeps any id a caller sends; this one also replaces ids
+/// that are too long or not printable, since they go into every log line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestIdLayer;
 
@@ -207,7 +209,11 @@ fn add_request_info(headers: &mut HeaderMap, id: &str) {
         }
         None => tonic_types::pb::Status {
             code,
-            message: headers.get("grpc-message").map(|m| percent_decode(m.as_bytes())).unwrap_or_default(),
+            // `grpc-message` is percent-encoded UTF-8.
+            message: headers
+                .get("grpc-message")
+                .map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy().into_owned())
+                .unwrap_or_default(),
             details: Vec::new(),
         },
     };
@@ -217,26 +223,6 @@ fn add_request_info(headers: &mut HeaderMap, id: &str) {
     if let Ok(value) = HeaderValue::try_from(BASE64.encode(status.encode_to_vec())) {
         headers.insert(DETAILS, value);
     }
-}
-
-/// `grpc-message` is percent-encoded UTF-8; anything malformed is kept as it came.
-fn percent_decode(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (raw[i], raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

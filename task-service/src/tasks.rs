@@ -53,10 +53,11 @@ impl Tasks {
             version: 1,
         };
         let fingerprint = new.fingerprint();
-        let (store, hub, to_store) = (Arc::clone(&self.store), Arc::clone(&self.hub), task.clone());
+        let new_id = task.id;
+        let (store, hub) = (Arc::clone(&self.store), Arc::clone(&self.hub));
         let stored = run_to_completion(async move {
             let key = new.request_id.as_ref().map(|id| IdempotencyKey { request_id: id.as_str(), fingerprint });
-            let (stored, position) = store.insert_task(&to_store, key.as_ref()).await?;
+            let (stored, position) = store.insert_task(&task, key.as_ref()).await?;
             // None: a retry, which changed nothing.
             if let Some(position) = position {
                 hub.changed(user_id, || Change { position, kind: ChangeKind::Upserted(stored.clone()) });
@@ -64,8 +65,8 @@ impl Tasks {
             Ok(stored)
         })
         .await?;
-        if stored.id == task.id {
-            tracing::info!(task_id = %task.id, "task created");
+        if stored.id == new_id {
+            tracing::info!(task_id = %new_id, "task created");
         } else {
             tracing::info!(task_id = %stored.id, "create retried: returning the task its request_id created");
         }

@@ -80,12 +80,7 @@ async fn a_missing_or_unusable_request_id_is_replaced_by_a_fresh_one(backend: Ba
 async fn a_streamed_error_carries_the_request_id(backend: Backend) {
     let tasks = start_tasks(backend).await;
     let mut client = task_client(&tasks).await;
-    let id = uuid::Uuid::new_v4();
-    // Expired 29 s ago: accepted within the 30 s clock-skew leeway, for about a second more.
-    let mut claims = claims_for(id);
-    claims["iat"] = serde_json::json!(now_secs() - 60);
-    claims["exp"] = serde_json::json!(now_secs() - 29);
-    let short = Caller { id, token: forge("HS256", &claims, Some(SECRET.as_bytes())) };
+    let short = expiring_caller();
     let request = with_request_id(bearer(&short.token, WatchTasksRequest::default()), "stream-77");
     let response = client.watch_tasks(request).await.unwrap();
     assert_eq!(id_of(response.metadata()), "stream-77");

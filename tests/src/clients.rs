@@ -23,6 +23,16 @@ pub struct Caller {
     pub token: String,
 }
 
+/// A caller whose token expired 29 s ago: still accepted within the 30 s clock-skew leeway,
+/// for about a second more (a stream opened with it ends when it lapses).
+pub fn expiring_caller() -> Caller {
+    let id = uuid::Uuid::new_v4();
+    let mut claims = crate::claims_for(id);
+    claims["iat"] = serde_json::json!(crate::now_secs() - 60);
+    claims["exp"] = serde_json::json!(crate::now_secs() - 29);
+    Caller { id, token: crate::forge("HS256", &claims, Some(crate::SECRET.as_bytes())) }
+}
+
 /// A fresh user with an hour-long token.
 pub fn caller() -> Caller {
     let id = uuid::Uuid::new_v4();

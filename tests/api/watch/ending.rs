@@ -40,12 +40,7 @@ mod postgres_only {
 async fn the_stream_ends_when_its_token_expires(backend: Backend) {
     let tasks = start_tasks(backend).await;
     let mut client = task_client(&tasks).await;
-    let id = uuid::Uuid::new_v4();
-    // Expired 29 s ago: accepted within the 30 s clock-skew leeway, for about a second more.
-    let mut claims = claims_for(id);
-    claims["iat"] = serde_json::json!(now_secs() - 60);
-    claims["exp"] = serde_json::json!(now_secs() - 29);
-    let short = Caller { id, token: forge("HS256", &claims, Some(SECRET.as_bytes())) };
+    let short = expiring_caller();
     let mut stream = watch(&mut client, &short, "").await;
     initial_state(&mut stream).await;
     let status = ending(&mut stream, Duration::from_secs(5)).await;
