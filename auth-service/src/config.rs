@@ -56,6 +56,8 @@ pub struct Config {
     /// `AUTH_LISTEN_ADDR`, default `127.0.0.1:50051`.
     pub listen_addr: SocketAddr,
     /// `DATABASE_URL`, default `sqlite://data/auth.db`.
+    /// `METRICS_ADDR`: where `/metrics` is served (unset: nowhere).
+    pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseUrl,
     pub pool: PoolSettings,
     /// `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`.
@@ -97,6 +99,7 @@ impl Config {
         hashing.priority = env.parse_or("AUTH_HASHING_PRIORITY", hashing.priority, "`low` or `normal`")?;
         Ok(Self {
             listen_addr: env.socket_addr("AUTH_LISTEN_ADDR", Self::DEFAULT_LISTEN_ADDR)?,
+            metrics_addr: env.metrics_addr()?,
             database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,
             pool: env.pool_settings()?,
             token: env.token_config()?,

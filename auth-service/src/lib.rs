@@ -47,6 +47,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024;
 pub enum StartError {
     #[error("AUTH_LISTEN_ADDR: cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("METRICS_ADDR: cannot listen on {addr}: {source}")]
+    MetricsBind { addr: SocketAddr, source: std::io::Error },
     #[error("DATABASE_URL: cannot prepare the SQLite file: {0}")]
     Database(std::io::Error),
     #[error(transparent)]
@@ -58,7 +60,7 @@ pub enum StartError {
 impl StartError {
     /// Whether the operator's configuration is at fault (exit status 2) rather than the binary.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Bind { .. } | Self::Database(_))
+        matches!(self, Self::Bind { .. } | Self::MetricsBind { .. } | Self::Database(_))
     }
 }
 
@@ -75,17 +77,22 @@ impl Application {
         let blocked = domain::load_password_blocklist();
         tracing::debug!(blocked, "common-password blocklist loaded");
         let pool = Pool::connect_lazy(&config.database, &config.pool).map_err(StartError::Database)?;
-        let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
+        let mut host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
             .with_limits(config.limits.clone())
             .with_cors(config.cors.clone());
+        if let Some(addr) = config.metrics_addr {
+            host = host.serve_metrics_on(addr).await.map_err(|source| StartError::MetricsBind { addr, source })?;
+        }
+        hasher.register_metrics(&host.metrics());
 
         let store = store::for_pool(&pool);
         let signal = FeedSignal::default();
         let sessions = Arc::new(Sessions::new(Arc::clone(&store), Arc::clone(&keys), config.sessions, signal.clone()));
         let accounts = Arc::new(Accounts::new(Arc::clone(&store), hasher, Arc::clone(&sessions)));
         let throttle = Arc::new(throttle::Throttle::new(&config.throttle));
+        throttle.register_metrics(&host.metrics());
         // Compressed requests are accepted (the size limit applies to the decompressed
         // message); answers go out uncompressed: they are small, and compressing costs CPU.
         let api = AuthServiceServer::new(AuthApi::new(accounts, throttle))
@@ -130,6 +137,11 @@ impl Application {
 
     pub fn readiness(&self) -> Readiness {
         self.host.readiness()
+    }
+
+    /// Where `/metrics` is served (`METRICS_ADDR`), if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.host.metrics_addr()
     }
 
     /// Serves until `shutdown` resolves, then drains and closes the database pool.

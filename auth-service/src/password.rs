@@ -22,6 +22,8 @@ use argon2::Params;
 use argon2::password_hash::phc::PasswordHash;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use todo_shared::metrics::{Counter, Histogram, Metrics, Sampled};
+
 use crate::argon2id::{M_COST_KIB, Memory, OUTPUT_LEN, P_COST, T_COST, hash_with, is_weaker_than_current, verify_with};
 use crate::domain::Password;
 use crate::error::Error;
@@ -62,6 +64,9 @@ impl std::str::FromStr for HashingPriority {
         }
     }
 }
+
+/// Hash times in seconds: tens of milliseconds alone on a core, seconds when starved.
+const HASH_BUCKETS: [f64; 10] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 
 /// Most hashes running at once, whatever the core count: each holds 19 MiB while it runs.
 pub const MAX_CONCURRENT_HASHES: usize = 64;
@@ -112,6 +117,10 @@ pub struct PasswordHasher {
     running: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
     max_wait: Duration,
+    refused: Counter,
+    hash_seconds: Histogram,
+    max_in_flight: usize,
+    max_queued: usize,
     /// Checked against when the email is unknown, so that case costs the same time as a
     /// wrong password (no account enumeration by timing).
     dummy_hash: String,
@@ -157,8 +166,43 @@ impl PasswordHasher {
             running: Arc::new(Semaphore::new(max_in_flight)),
             admitted: Arc::new(Semaphore::new(max_in_flight + limits.max_queued)),
             max_wait: limits.max_wait,
+            refused: Counter::default(),
+            hash_seconds: Histogram::new(HASH_BUCKETS),
+            max_in_flight,
+            max_queued: limits.max_queued,
             dummy_hash,
         })
+    }
+
+    /// Registers the hasher's figures: hashes running and queued (read from its semaphores
+    /// when scraped), refusals, and the time each hash took on its thread.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        let (running, max) = (Arc::clone(&self.running), self.max_in_flight);
+        metrics.sample(Sampled::gauge(
+            "todo_password_hashes_running",
+            "Password hashes (argon2id) running now, at most AUTH_MAX_CONCURRENT_HASHES.",
+            move || max.saturating_sub(running.available_permits()) as f64,
+        ));
+        let (running, admitted, admitted_max) =
+            (Arc::clone(&self.running), Arc::clone(&self.admitted), self.max_in_flight + self.max_queued);
+        metrics.sample(Sampled::gauge(
+            "todo_password_hashes_queued",
+            "Password hashes waiting for a hashing thread.",
+            move || {
+                let admitted = admitted_max.saturating_sub(admitted.available_permits());
+                admitted.saturating_sub(max.saturating_sub(running.available_permits())) as f64
+            },
+        ));
+        metrics.register(
+            "todo_password_hashes_refused",
+            "Password hashes refused with RESOURCE_EXHAUSTED: the queue was full or the wait too long.",
+            self.refused.clone(),
+        );
+        metrics.register(
+            "todo_password_hash_seconds",
+            "Time one password hash or check took on its hashing thread, in seconds.",
+            self.hash_seconds.clone(),
+        );
     }
 
     /// The PHC string of a fresh argon2id hash of `password`.
@@ -191,7 +235,10 @@ impl PasswordHasher {
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Memory) -> T + Send + 'static) -> Result<T, Error> {
-        let overloaded = || Error::Overloaded { retry_after: Duration::from_secs(1) };
+        let overloaded = || {
+            self.refused.inc();
+            Error::Overloaded { retry_after: Duration::from_secs(1) }
+        };
         let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| overloaded())?;
         let slot = tokio::time::timeout(self.max_wait, self.running.clone().acquire_owned())
             .await
@@ -199,9 +246,13 @@ impl PasswordHasher {
             .map_err(|_| overloaded())?;
         let span = tracing::Span::current();
         let (done, result) = tokio::sync::oneshot::channel();
+        let hash_seconds = self.hash_seconds.clone();
         let job = Job {
             work: Box::new(move |memory| {
-                let _ = done.send(span.in_scope(|| work(memory)));
+                let started = std::time::Instant::now();
+                let outcome = span.in_scope(|| work(memory));
+                hash_seconds.observe(started.elapsed().as_secs_f64());
+                let _ = done.send(outcome);
             }),
             _slot: slot,
         };

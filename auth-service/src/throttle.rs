@@ -17,6 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use todo_shared::metrics::{Counter, Family, Metrics};
 use tonic::metadata::MetadataMap;
 
 /// `N/s`, `N/min` or `N/h`: a burst of N attempts, refilled evenly over the period; or `off`.
@@ -266,6 +268,13 @@ pub struct Throttle {
     refresh_per_address: Option<Limiter>,
     per_email: Option<Limiter>,
     trusted_proxies: TrustedProxies,
+    refusals: Family<RefusalKind, Counter>,
+}
+
+/// Which limit refused: `password_per_address`, `password_per_email`, `refresh_per_address`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalKind {
+    kind: &'static str,
 }
 
 impl Throttle {
@@ -275,7 +284,25 @@ impl Throttle {
             refresh_per_address: config.per_address.map(Limiter::new),
             per_email: config.per_email.map(Limiter::new),
             trusted_proxies: config.trusted_proxies.clone(),
+            refusals: Family::default(),
         }
+    }
+
+    /// Registers `todo_throttle_refusals_total{kind}`.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        for kind in ["password_per_address", "password_per_email", "refresh_per_address"] {
+            // Every kind present from the start, at 0, so a rate() over it is defined.
+            let _ = self.refusals.get_or_create(&RefusalKind { kind });
+        }
+        metrics.register(
+            "todo_throttle_refusals",
+            "Attempts refused with RESOURCE_EXHAUSTED by a throttle, by which limit refused them.",
+            self.refusals.clone(),
+        );
+    }
+
+    fn refused(&self, kind: &'static str) {
+        self.refusals.get_or_create(&RefusalKind { kind }).inc();
     }
 
     pub fn client_address(&self, peer: Option<SocketAddr>, metadata: &MetadataMap) -> Option<IpAddr> {
@@ -287,10 +314,16 @@ impl Throttle {
     pub fn attempt(&self, address: Option<IpAddr>, email: &str) -> Result<(), Throttled> {
         let now = Instant::now();
         if let (Some(limiter), Some(ip)) = (&self.per_address, address) {
-            limiter.check(address_key(ip), now).map_err(Throttled::Address)?;
+            limiter.check(address_key(ip), now).map_err(|wait| {
+                self.refused("password_per_address");
+                Throttled::Address(wait)
+            })?;
         }
         if let Some(limiter) = &self.per_email {
-            limiter.check(email, now).map_err(Throttled::Email)?;
+            limiter.check(email, now).map_err(|wait| {
+                self.refused("password_per_email");
+                Throttled::Email(wait)
+            })?;
         }
         Ok(())
     }
@@ -298,7 +331,10 @@ impl Throttle {
     /// Counts one Refresh from `address`, or refuses it.
     pub fn refresh_attempt(&self, address: Option<IpAddr>) -> Result<(), Throttled> {
         if let (Some(limiter), Some(ip)) = (&self.refresh_per_address, address) {
-            limiter.check(address_key(ip), Instant::now()).map_err(Throttled::Address)?;
+            limiter.check(address_key(ip), Instant::now()).map_err(|wait| {
+                self.refused("refresh_per_address");
+                Throttled::Address(wait)
+            })?;
         }
         Ok(())
     }

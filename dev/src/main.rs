@@ -7,6 +7,8 @@
 //! - Browsers on `http://localhost:*` and `http://127.0.0.1:*` may call both services unless
 //!   `CORS_ALLOWED_ORIGINS` says otherwise.
 //! - task-service follows auth-service's session feed (`AUTH_SERVICE_URL` is set to it).
+//! - Each service serves `/metrics` on a loopback port of its own, picked at start-up and
+//!   printed (`METRICS_ADDR` cannot name one address for two services).
 //! - Every other variable (`AUTH_LISTEN_ADDR`, `TASK_LISTEN_ADDR`, `RUST_LOG`, ...) means what
 //!   it means for the services.
 //!
@@ -69,6 +71,10 @@ async fn run() -> Result<(), Exit> {
         auth_service::Config::from_env(&env_for("auth.db")).map_err(|e| config_error("auth-service", e))?;
     let mut task_config =
         task_service::Config::from_env(&env_for("tasks.db")).map_err(|e| config_error("task-service", e))?;
+    let any_loopback_port = Some(std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)));
+    let mut auth_config = auth_config;
+    auth_config.metrics_addr = any_loopback_port;
+    task_config.metrics_addr = any_loopback_port;
     let origins = format!("{:?}", auth_config.cors);
     todo_shared::telemetry::init(&auth_config.logging);
 
@@ -110,6 +116,11 @@ async fn run() -> Result<(), Exit> {
     let (auth_addr, task_addr) = (auth.local_addr(), tasks.local_addr());
     println!("auth-service  http://{auth_addr}  (gRPC and gRPC-web; todo.auth.v1.AuthService)");
     println!("task-service  http://{task_addr}  (gRPC and gRPC-web; todo.task.v1.TaskService)");
+    for (service, addr) in [("auth-service", auth.metrics_addr()), ("task-service", tasks.metrics_addr())] {
+        if let Some(addr) = addr {
+            println!("metrics       http://{addr}/metrics  ({service}, Prometheus)");
+        }
+    }
     println!(
         "try:          npx --yes @bufbuild/buf curl --protocol grpc --http2-prior-knowledge \
          -d '{{\"email\":\"ada@example.com\",\"password\":\"plum-kettle-orbit-42\"}}' \

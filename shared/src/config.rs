@@ -85,6 +85,19 @@ impl Env {
         self.parse_or(var, default, &format!("an IP address and port such as {default}"))
     }
 
+    /// `METRICS_ADDR`: where `/metrics` is served; unset, there is no endpoint.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.get("METRICS_ADDR")? {
+            None => Ok(None),
+            Some(raw) => raw.trim().parse().map(Some).map_err(|_| {
+                ConfigError::new(
+                    "METRICS_ADDR",
+                    format!("expected an IP address and port such as 127.0.0.1:9090, got {raw:?}"),
+                )
+            }),
+        }
+    }
+
     /// A whole number of seconds within `range`.
     pub fn seconds(
         &self,
@@ -331,6 +344,18 @@ mod tests {
         }
         let blank = Env::from_pairs([("JWT_SECRET", "    ")]).token_config().unwrap_err();
         assert!(blank.to_string().contains("is not set (or blank)"), "{blank}");
+    }
+
+    #[test]
+    fn metrics_are_served_only_where_asked_and_a_bad_address_is_refused() {
+        assert_eq!(Env::from_pairs([]).metrics_addr().unwrap(), None);
+        let addr = Env::from_pairs([("METRICS_ADDR", "0.0.0.0:9464")]).metrics_addr().unwrap();
+        assert_eq!(addr, Some("0.0.0.0:9464".parse().unwrap()));
+        let err = Env::from_pairs([("METRICS_ADDR", ":9464")]).metrics_addr().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "METRICS_ADDR: expected an IP address and port such as 127.0.0.1:9090, got \":9464\""
+        );
     }
 
     #[test]

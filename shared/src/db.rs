@@ -150,6 +150,33 @@ impl Pool {
         }
     }
 
+    /// Registers the pool's figures (`todo_db_pool_*`). SQLite's pool (sqlx's) reports its
+    /// connections; the wait and acquire figures are the PostgreSQL pool's, which is ours.
+    pub fn register_metrics(&self, metrics: &crate::metrics::Metrics) {
+        use crate::metrics::Sampled;
+        match self {
+            Self::Postgres(pool) => pool.register_metrics(metrics),
+            Self::Sqlite(pool) => {
+                let open = pool.clone();
+                metrics.sample(Sampled::gauge("todo_db_pool_connections", "Database connections open.", move || {
+                    f64::from(open.size())
+                }));
+                let idle = pool.clone();
+                metrics.sample(Sampled::gauge(
+                    "todo_db_pool_idle_connections",
+                    "Open database connections not lent.",
+                    move || idle.num_idle() as f64,
+                ));
+                let max = f64::from(pool.options().get_max_connections());
+                metrics.sample(Sampled::gauge(
+                    "todo_db_pool_max_connections",
+                    "The pool's size limit (DATABASE_MAX_CONNECTIONS).",
+                    move || max,
+                ));
+            }
+        }
+    }
+
     /// Applies the backend's embedded migrations.
     pub async fn migrate(&self, migrations: &Migrations) -> Result<(), sqlx::migrate::MigrateError> {
         match self {

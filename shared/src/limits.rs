@@ -15,6 +15,7 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use tower::{Layer, Service};
 
 use crate::config::{ConfigError, Env};
+use crate::metrics::{Counter, Metrics, Sampled};
 
 /// Every limit of the gRPC host. docs/reference.md lists each with its default and its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,15 +97,36 @@ pub struct LimitLayer {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     timeout: Duration,
+    shed: Counter,
 }
 
 impl LimitLayer {
-    pub fn new(limits: &ServerLimits) -> Self {
-        Self {
+    /// The layer, with its figures registered in `metrics`: requests in flight (read from the
+    /// semaphore when scraped), the limit, and requests shed.
+    pub fn new(limits: &ServerLimits, metrics: &Metrics) -> Self {
+        let layer = Self {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             max_in_flight: limits.max_in_flight,
             timeout: limits.request_timeout,
-        }
+            shed: Counter::default(),
+        };
+        let (semaphore, max) = (Arc::clone(&layer.in_flight), layer.max_in_flight);
+        metrics.sample(Sampled::gauge(
+            "todo_requests_in_flight",
+            "Requests being handled now (health checks not counted).",
+            move || max.saturating_sub(semaphore.available_permits()) as f64,
+        ));
+        metrics.sample(Sampled::gauge(
+            "todo_requests_max_in_flight",
+            "The in-flight limit (GRPC_MAX_IN_FLIGHT); requests beyond it are shed.",
+            move || max as f64,
+        ));
+        metrics.register(
+            "todo_requests_shed",
+            "Requests refused at once with RESOURCE_EXHAUSTED because the in-flight limit was reached.",
+            layer.shed.clone(),
+        );
+        layer
     }
 }
 
@@ -149,6 +171,7 @@ where
             return Box::pin(async move { call.await.map(client_fault_codes) });
         }
         let Ok(permit) = Arc::clone(&self.limits.in_flight).try_acquire_owned() else {
+            self.limits.shed.inc();
             let status = Status::with_error_details(
                 tonic::Code::ResourceExhausted,
                 format!(

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::metrics::{Gauge, Histogram, Metrics, Sampled};
 use bb8::ManageConnection;
 use futures_core::Stream;
 use sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
@@ -46,6 +47,11 @@ type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
 pub struct PostgresPool {
     pool: bb8::Pool<PgManager>,
     shared: Arc<Shared>,
+    max_connections: u32,
+    /// Callers waiting for a connection now (bb8 counts waits, not waiters).
+    waiting: Gauge,
+    /// Seconds each loan took, the wait for a new connection included.
+    acquire_seconds: Histogram,
 }
 
 /// What the manager and every lent connection share.
@@ -85,7 +91,13 @@ impl PostgresPool {
             // reason (refused, bad password, no such database) is logged here.
             .error_sink(Box::new(ConnectErrorLog::default()))
             .build_unchecked(manager);
-        Self { pool, shared }
+        Self {
+            pool,
+            shared,
+            max_connections: max_connections.max(1),
+            waiting: Gauge::default(),
+            acquire_seconds: Histogram::new(ACQUIRE_BUCKETS),
+        }
     }
 
     /// Lends a connection: an idle one if there is one, else a new one. Fails with
@@ -95,11 +107,48 @@ impl PostgresPool {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed);
         }
-        match self.pool.get_owned().await {
+        let _waiting = Waiting::new(&self.waiting);
+        let started = std::time::Instant::now();
+        let loan = self.pool.get_owned().await;
+        self.acquire_seconds.observe(started.elapsed().as_secs_f64());
+        match loan {
             Ok(conn) => Ok(PgConn(conn)),
             Err(bb8::RunError::User(err)) => Err(err),
             Err(bb8::RunError::TimedOut) => Err(sqlx::Error::PoolTimedOut),
         }
+    }
+
+    /// Registers the pool's figures: connections open and idle, its size, callers waiting,
+    /// the time each loan took, and loans that timed out.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        let pool = self.pool.clone();
+        metrics.sample(Sampled::gauge("todo_db_pool_connections", "Database connections open.", move || {
+            f64::from(pool.state().connections)
+        }));
+        let pool = self.pool.clone();
+        metrics.sample(Sampled::gauge(
+            "todo_db_pool_idle_connections",
+            "Open database connections not lent.",
+            move || f64::from(pool.state().idle_connections),
+        ));
+        let max_size = f64::from(self.max_connections);
+        metrics.sample(Sampled::gauge(
+            "todo_db_pool_max_connections",
+            "The pool's size limit (DATABASE_MAX_CONNECTIONS).",
+            move || max_size,
+        ));
+        metrics.register("todo_db_pool_waiting", "Callers waiting for a database connection.", self.waiting.clone());
+        metrics.register(
+            "todo_db_pool_acquire_seconds",
+            "Time to get a database connection from the pool (connecting included), in seconds.",
+            self.acquire_seconds.clone(),
+        );
+        let pool = self.pool.clone();
+        metrics.sample(Sampled::counter(
+            "todo_db_pool_acquire_timeouts",
+            "Loans that found no connection within the acquire timeout (answered UNAVAILABLE).",
+            move || pool.state().statistics.get_timed_out,
+        ));
     }
 
     pub fn idle_count(&self) -> usize {
@@ -122,6 +171,25 @@ impl PostgresPool {
                 _ => break,
             }
         }
+    }
+}
+
+/// Acquire times: from a warm loan (microseconds) to the 2 s acquire timeout.
+const ACQUIRE_BUCKETS: [f64; 12] = [0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5];
+
+/// Counts a caller as waiting for as long as it lives (a cancelled acquire included).
+struct Waiting<'a>(&'a Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -66,6 +66,11 @@ impl Readiness {
             && !self.dependency_blocks()
     }
 
+    /// Whether the database answered the supervisor's last check.
+    pub fn database_up(&self) -> bool {
+        self.inner.database_up.load(Ordering::Acquire)
+    }
+
     /// Declares a dependency, down until [`Readiness::set_dependency_up`] says otherwise.
     /// `required`: RPCs are refused with `refusal` (UNAVAILABLE) while it is down; otherwise
     /// its state is only reported, under `name`, by health.

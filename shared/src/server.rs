@@ -16,6 +16,8 @@ use tonic::transport::server::TcpIncoming;
 use crate::cors::AllowedOrigins;
 use crate::db::{Migrations, Pool};
 use crate::limits::{LimitLayer, ServerLimits};
+use crate::metrics::rpc::RpcMetricsLayer;
+use crate::metrics::{self, Metrics, Sampled};
 use crate::readiness::Readiness;
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -52,6 +54,9 @@ pub struct GrpcHost {
     cors: AllowedOrigins,
     /// The service's pool and the task that migrates and watches it.
     database: Option<(Pool, tokio::task::JoinHandle<()>)>,
+    metrics: Metrics,
+    /// `METRICS_ADDR`'s listener, when there is one.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
 }
 
 impl GrpcHost {
@@ -67,6 +72,19 @@ impl GrpcHost {
         let mut routes = Routes::builder();
         routes.add_service(health_service);
         add_reflection(&mut routes, service_name);
+        let metrics = Metrics::default();
+        let state = readiness.clone();
+        metrics.sample(Sampled::gauge(
+            "todo_serving",
+            "1 while health reports SERVING (database up, not shutting down, required peers up), else 0.",
+            move || metrics::flag(state.is_ready()),
+        ));
+        let state = readiness.clone();
+        metrics.sample(Sampled::gauge(
+            "todo_database_up",
+            "1 while the database answers the supervisor's checks, else 0.",
+            move || metrics::flag(state.database_up()),
+        ));
         Ok(Self {
             listener,
             local_addr,
@@ -75,6 +93,8 @@ impl GrpcHost {
             limits: ServerLimits::with_max_request_bytes(64 * 1024),
             cors: AllowedOrigins::none(),
             database: None,
+            metrics,
+            metrics_listener: None,
         })
     }
 
@@ -84,6 +104,24 @@ impl GrpcHost {
 
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
+    }
+
+    /// The service's metrics, for its own figures to be registered in.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Binds `addr` for `/metrics` now (port 0 resolves at once); served with the RPCs.
+    pub async fn serve_metrics_on(mut self, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        self.metrics_listener = Some((listener, local));
+        Ok(self)
+    }
+
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The limits the server enforces (the services apply `max_request_bytes` themselves,
@@ -102,6 +140,7 @@ impl GrpcHost {
     /// Migrates `pool` (retrying until the database answers) and keeps readiness in step with
     /// it, in the background; the pool is closed when the server stops.
     pub fn supervise_database(mut self, pool: Pool, migrations: &'static Migrations) -> Self {
+        pool.register_metrics(&self.metrics);
         let supervisor =
             tokio::spawn(crate::supervisor::supervise_database(pool.clone(), migrations, self.readiness()));
         self.database = Some((pool, supervisor));
@@ -135,6 +174,10 @@ impl GrpcHost {
             let _ = drain_tx.send(());
         };
 
+        let endpoint = self.metrics_listener.map(|(listener, addr)| {
+            tracing::info!(addr = %addr, "metrics at http://{addr}/metrics");
+            tokio::spawn(crate::metrics::endpoint::serve(listener, self.metrics.clone()))
+        });
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let limits = &self.limits;
         let server = tonic::transport::Server::builder()
@@ -158,8 +201,10 @@ impl GrpcHost {
             // Inside gRPC-web, which turns trailers into body bytes, and outside the limits, so
             // their refusals carry the request id too.
             .layer(crate::request_id::RequestInfoLayer)
+            // Inside gRPC-web (native gRPC statuses) and outside the limits (shed calls count).
+            .layer(RpcMetricsLayer::new(&self.metrics))
             // Inside gRPC-web, so its refusals reach browsers as gRPC-web too.
-            .layer(LimitLayer::new(limits))
+            .layer(LimitLayer::new(limits, &self.metrics))
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
 
@@ -180,6 +225,9 @@ impl GrpcHost {
                 Ok(())
             }
         };
+        if let Some(endpoint) = endpoint {
+            endpoint.abort();
+        }
         if let Some((pool, supervisor)) = database {
             supervisor.abort();
             // Closing drops the idle connections (SQLite's pool also waits for lent ones, and

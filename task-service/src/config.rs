@@ -15,6 +15,8 @@ pub struct Config {
     /// `TASK_LISTEN_ADDR`, default `127.0.0.1:50052`.
     pub listen_addr: SocketAddr,
     /// `DATABASE_URL`, default `sqlite://data/tasks.db`.
+    /// `METRICS_ADDR`: where `/metrics` is served (unset: nowhere).
+    pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseUrl,
     pub pool: PoolSettings,
     /// `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`: must match auth-service's.
@@ -48,6 +50,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             listen_addr: env.socket_addr("TASK_LISTEN_ADDR", Self::DEFAULT_LISTEN_ADDR)?,
+            metrics_addr: env.metrics_addr()?,
             database: env.database_url(Self::DEFAULT_SQLITE_FILE)?,
             pool: env.pool_settings()?,
             token: env.token_config()?,

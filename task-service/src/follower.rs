@@ -52,6 +52,12 @@ impl Freshness {
         self.last_heard_ms.store(ms, Ordering::Release);
     }
 
+    /// How long since the feed was last heard from, or since start-up if never: how stale
+    /// this process's view of revocations may be.
+    pub fn lag(&self) -> Duration {
+        self.silence().unwrap_or_else(|| self.started.elapsed())
+    }
+
     /// How long since the feed was last heard from; `None` if never.
     pub fn silence(&self) -> Option<Duration> {
         let last = self.last_heard_ms.load(Ordering::Acquire);

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use todo_contract::task::v1::task_service_server::TaskServiceServer;
 use todo_shared::auth::{AuthenticatedUser, RequireBearer};
 use todo_shared::db::Pool;
+use todo_shared::metrics::Sampled;
 use todo_shared::readiness::Readiness;
 use todo_shared::server::GrpcHost;
 use tonic::codec::CompressionEncoding;
@@ -51,6 +52,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub enum StartError {
     #[error("TASK_LISTEN_ADDR: cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("METRICS_ADDR: cannot listen on {addr}: {source}")]
+    MetricsBind { addr: SocketAddr, source: std::io::Error },
     #[error("DATABASE_URL: cannot prepare the SQLite file: {0}")]
     Database(std::io::Error),
     #[error(transparent)]
@@ -62,7 +65,7 @@ pub enum StartError {
 impl StartError {
     /// Whether the operator's configuration is at fault (exit status 2) rather than the binary.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Bind { .. } | Self::Database(_) | Self::AuthUrl(_))
+        matches!(self, Self::Bind { .. } | Self::MetricsBind { .. } | Self::Database(_) | Self::AuthUrl(_))
     }
 }
 
@@ -110,27 +113,47 @@ impl Application {
         let keys = Arc::new(config.token.keys()?);
         let page_tokens = PageTokens::new(config.token.secret.expose_for_key_derivation());
         let pool = Pool::connect_lazy(&config.database, &config.pool).map_err(StartError::Database)?;
-        let host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
+        let mut host = GrpcHost::bind(config.listen_addr, SERVICE_NAME)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
             .with_limits(config.limits.clone())
             .with_cors(config.cors.clone());
+        if let Some(addr) = config.metrics_addr {
+            host = host.serve_metrics_on(addr).await.map_err(|source| StartError::MetricsBind { addr, source })?;
+        }
+        let metrics = host.metrics();
 
         let store = store::for_pool(&pool);
         let revocations = Arc::new(Revocations::default());
         match &config.auth_service_url {
-            Some(url) => Follower {
-                endpoint: tonic::transport::Endpoint::from_shared(url.clone())
-                    .map_err(|e| StartError::AuthUrl(e.to_string()))?
-                    .connect_timeout(std::time::Duration::from_secs(2)),
-                keys: Arc::clone(&keys),
-                revocations: Arc::clone(&revocations),
-                freshness: Arc::new(Freshness::default()),
-                store: Arc::clone(&store) as Arc<dyn TaskStore>,
-                readiness: host.readiness(),
-                max_staleness: config.revocation_max_staleness,
+            Some(url) => {
+                let freshness = Arc::new(Freshness::default());
+                let lag = Arc::clone(&freshness);
+                metrics.sample(Sampled::gauge(
+                    "todo_revocation_feed_lag_seconds",
+                    "Seconds since auth-service's session-event feed was last heard from (an event or its 2 s \
+                     heartbeat; since start-up if never): how stale this process's view of revocations may be.",
+                    move || lag.lag().as_secs_f64(),
+                ));
+                let readiness = host.readiness();
+                metrics.sample(Sampled::gauge(
+                    "todo_revocation_feed_up",
+                    "1 while the session-event feed is connected and current, else 0.",
+                    move || todo_shared::metrics::flag(readiness.dependency().is_some_and(|(_, up)| up)),
+                ));
+                Follower {
+                    endpoint: tonic::transport::Endpoint::from_shared(url.clone())
+                        .map_err(|e| StartError::AuthUrl(e.to_string()))?
+                        .connect_timeout(std::time::Duration::from_secs(2)),
+                    keys: Arc::clone(&keys),
+                    revocations: Arc::clone(&revocations),
+                    freshness,
+                    store: Arc::clone(&store) as Arc<dyn TaskStore>,
+                    readiness: host.readiness(),
+                    max_staleness: config.revocation_max_staleness,
+                }
+                .spawn();
             }
-            .spawn(),
             None => tracing::warn!(
                 "AUTH_SERVICE_URL is not set: this task-service cannot learn of revoked sessions \
                  (sign-outs, password changes, deleted accounts); their access tokens stay valid here until \
@@ -157,6 +180,7 @@ impl Application {
             host.readiness().subscribe(),
             config.watch.clone(),
         ));
+        watchers.register_metrics(&metrics);
         tokio::spawn(prune_changes(Arc::clone(&store), config.change_retention));
         // Compressed requests are accepted (the size limit applies to the decompressed
         // message); answers go out uncompressed: they are small, and compressing costs CPU.
@@ -176,6 +200,11 @@ impl Application {
 
     pub fn readiness(&self) -> Readiness {
         self.host.readiness()
+    }
+
+    /// Where `/metrics` is served (`METRICS_ADDR`), if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.host.metrics_addr()
     }
 
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {

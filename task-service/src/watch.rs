@@ -124,6 +124,16 @@ impl Drop for Slot {
 }
 
 impl Watchers {
+    /// Registers `todo_watch_streams_open`, read when scraped.
+    pub fn register_metrics(&self, metrics: &todo_shared::metrics::Metrics) {
+        let open = Arc::clone(&self.open);
+        metrics.sample(todo_shared::metrics::Sampled::gauge(
+            "todo_watch_streams_open",
+            "WatchTasks streams open on this process (TASK_WATCH_MAX_STREAMS at most).",
+            move || open.lock().unwrap_or_else(|p| p.into_inner()).total as f64,
+        ));
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         tokens: ResumeTokens,

@@ -85,6 +85,7 @@ async fn overload_is_refused_at_once_health_still_answers_and_a_stuck_call_hits_
     let mut config = task_config(&db);
     config.limits.max_in_flight = 2;
     config.limits.request_timeout = Duration::from_secs(2);
+    config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let token = token();
     let tasks = started(config, db, &token).await;
 
@@ -107,6 +108,12 @@ async fn overload_is_refused_at_once_health_still_answers_and_a_stuck_call_hits_
     assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
     assert!(shed.get_details_retry_info().is_some(), "RetryInfo attached");
     assert!(started_at.elapsed() < Duration::from_secs(1), "refused without queueing");
+    // Operators see the saturation: both slots taken, one call shed, counted under its code.
+    let metrics = scrape(tasks.metrics.expect("metrics served")).await;
+    assert_eq!(metrics.value("todo_requests_in_flight", &[]), Some(2.0), "{}", metrics.text);
+    assert_eq!(metrics.value("todo_requests_shed_total", &[]), Some(1.0), "{}", metrics.text);
+    let shed_calls = [("grpc_method", "ListTasks"), ("grpc_code", "ResourceExhausted")];
+    assert_eq!(metrics.value("grpc_server_handled_total", &shed_calls), Some(1.0), "{}", metrics.text);
     // Health is exempt from shedding.
     let mut health = HealthClient::new(tasks.channel().await);
     let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;

@@ -7,6 +7,7 @@ mod e2e;
 mod faults;
 mod health;
 mod limits;
+mod metrics;
 mod model;
 mod postgres_pool;
 mod reflection;

@@ -22,6 +22,7 @@ async fn start_throttled(backend: Backend, throttle: ThrottleConfig) -> Running 
     let db = TestDb::new(backend).await;
     let mut config = auth_config(&db);
     config.throttle = throttle;
+    config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     start_auth_with(config, db).await
 }
 
@@ -188,4 +189,13 @@ async fn refresh_and_wrong_current_passwords_are_throttled(backend: Backend) {
     let delete = todo_contract::auth::v1::DeleteAccountRequest { password: PASSWORD.into() };
     let err = client.delete_account(bearer(&session.access_token, delete)).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "even the right password waits its turn");
+
+    // Operators see each refusal, by the limit that refused it.
+    let scrape = scrape(auth.metrics.expect("metrics served")).await;
+    let refusals = |kind| scrape.value("todo_throttle_refusals_total", &[("kind", kind)]);
+    assert_eq!(refusals("refresh_per_address"), Some(1.0), "{}", scrape.text);
+    // The third wrong password hit the email's limit; DeleteAccount, the address's sixth
+    // attempt (sign-up, login, three changes), hit the address's.
+    assert_eq!(refusals("password_per_email"), Some(1.0), "{}", scrape.text);
+    assert_eq!(refusals("password_per_address"), Some(1.0), "{}", scrape.text);
 }

@@ -10,12 +10,14 @@ pub mod adversary;
 mod clients;
 mod db;
 pub mod proxy;
+mod scrape;
 mod services;
 mod tokens;
 
 // The support itself, re-exported whole so `use todo_tests::*;` brings all of it.
 pub use clients::*;
 pub use db::*;
+pub use scrape::*;
 pub use services::*;
 pub use tokens::*;
 

@@ -21,6 +21,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Shared, so a restarted service or a second replica can use the same database.
     pub db: Arc<TestDb>,
+    /// Where `/metrics` is served, when the config asked for it (`metrics_addr`).
+    pub metrics: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -60,6 +62,7 @@ impl Drop for Running {
 pub fn auth_config(db: &TestDb) -> auth_service::Config {
     auth_service::Config {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        metrics_addr: None,
         database: db.url.clone(),
         pool: PoolSettings::default(),
         token: token_config(),
@@ -83,6 +86,7 @@ pub fn test_limits(max_request_bytes: usize) -> ServerLimits {
 pub fn task_config(db: &TestDb) -> task_service::Config {
     task_service::Config {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        metrics_addr: None,
         database: db.url.clone(),
         pool: PoolSettings::default(),
         token: token_config(),
@@ -124,14 +128,17 @@ where
 {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(run(stopped));
-    Running { addr, db: db.into(), stop: Some(stop), served: Some(served) }
+    Running { addr, db: db.into(), metrics: None, stop: Some(stop), served: Some(served) }
 }
 
 /// Starts auth-service with `config` and waits until it is SERVING.
 pub async fn start_auth_with(config: auth_service::Config, db: impl Into<Arc<TestDb>>) -> Running {
     let app = auth_service::Application::build(config).await.expect("auth-service starts");
-    let addr = app.local_addr();
-    run_in_background(addr, db.into(), |stopped| app.run_until(async move { drop(stopped.await) })).await
+    let (addr, metrics) = (app.local_addr(), app.metrics_addr());
+    let mut running =
+        run_in_background(addr, db.into(), |stopped| app.run_until(async move { drop(stopped.await) })).await;
+    running.metrics = metrics;
+    running
 }
 
 pub async fn start_auth(backend: Backend) -> Running {
@@ -141,8 +148,11 @@ pub async fn start_auth(backend: Backend) -> Running {
 
 pub async fn start_tasks_with(config: task_service::Config, db: impl Into<Arc<TestDb>>) -> Running {
     let app = task_service::Application::build(config).await.expect("task-service starts");
-    let addr = app.local_addr();
-    run_in_background(addr, db.into(), |stopped| app.run_until(async move { drop(stopped.await) })).await
+    let (addr, metrics) = (app.local_addr(), app.metrics_addr());
+    let mut running =
+        run_in_background(addr, db.into(), |stopped| app.run_until(async move { drop(stopped.await) })).await;
+    running.metrics = metrics;
+    running
 }
 
 pub async fn start_tasks(backend: Backend) -> Running {
