@@ -4,6 +4,10 @@ use auth_service::{Application, Config};
 use todo_shared::config::{EXIT_BAD_CONFIG, Env};
 
 fn main() -> ExitCode {
+    // The container health check: the image has no shell and no probe binary.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "healthcheck") {
+        return todo_shared::health::healthcheck_command("auth-service", "AUTH_LISTEN_ADDR", Config::DEFAULT_LISTEN_ADDR);
+    }
     let config = match Config::from_env(&Env::process()) {
         Ok(config) => config,
         Err(err) => {

@@ -70,6 +70,27 @@ impl Env {
         }
     }
 
+    /// A secret: `var`, or the contents of the file `<var>_FILE` names (Docker and Kubernetes
+    /// mount secrets as files), without its final line ending. Setting both is refused.
+    pub fn secret(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        let file_var = match var {
+            "JWT_SECRET" => "JWT_SECRET_FILE",
+            "JWT_VERIFICATION_SECRETS" => "JWT_VERIFICATION_SECRETS_FILE",
+            "DATABASE_URL" => "DATABASE_URL_FILE",
+            _ => return self.get(var),
+        };
+        match (self.get(var)?, self.get(file_var)?) {
+            (Some(_), Some(_)) => Err(ConfigError::new(file_var, format!("is set and so is {var}: set only one"))),
+            (value, None) => Ok(value),
+            (None, Some(path)) => {
+                let contents = std::fs::read_to_string(path.trim())
+                    .map_err(|e| ConfigError::new(file_var, format!("cannot read {}: {e}", path.trim())))?;
+                let value = contents.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&contents);
+                Ok((!value.trim().is_empty()).then(|| value.to_owned()))
+            }
+        }
+    }
+
     /// A value parsed with `FromStr`, or `default` when unset.
     pub fn parse_or<T: FromStr>(&self, var: &'static str, default: T, expected: &str) -> Result<T, ConfigError> {
         match self.get(var)? {
@@ -121,7 +142,7 @@ impl Env {
 
     /// `DATABASE_URL`, or the embedded SQLite default at `default_sqlite_file`.
     pub fn database_url(&self, default_sqlite_file: &str) -> Result<DatabaseUrl, ConfigError> {
-        match self.get("DATABASE_URL")? {
+        match self.secret("DATABASE_URL")? {
             None => Ok(DatabaseUrl::sqlite_file(default_sqlite_file)),
             Some(raw) => DatabaseUrl::parse(raw.trim()).map_err(|reason| ConfigError::new("DATABASE_URL", reason)),
         }
@@ -190,7 +211,7 @@ impl Env {
 
     /// `JWT_SECRET`, `JWT_ISSUER` and `JWT_AUDIENCE`.
     pub fn token_config(&self) -> Result<TokenConfig, ConfigError> {
-        let secret = self.get("JWT_SECRET")?.ok_or_else(|| {
+        let secret = self.secret("JWT_SECRET")?.ok_or_else(|| {
             ConfigError::new(
                 "JWT_SECRET",
                 "is not set (or blank): set it to a random string of at least 32 bytes (e.g. `openssl rand -base64 48`)",
@@ -206,7 +227,7 @@ impl Env {
         }
         let secret = JwtSecret::new(secret.into_bytes()).map_err(|e| ConfigError::new("JWT_SECRET", e.to_string()))?;
         let mut verification_secrets = Vec::new();
-        for (n, raw) in self.get("JWT_VERIFICATION_SECRETS")?.unwrap_or_default().split(',').enumerate() {
+        for (n, raw) in self.secret("JWT_VERIFICATION_SECRETS")?.unwrap_or_default().split(',').enumerate() {
             let raw = raw.trim();
             if raw.is_empty() {
                 continue;
@@ -344,6 +365,31 @@ mod tests {
         }
         let blank = Env::from_pairs([("JWT_SECRET", "    ")]).token_config().unwrap_err();
         assert!(blank.to_string().contains("is not set (or blank)"), "{blank}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_variable_or_a_file_without_its_line_ending() {
+        let dir = std::env::temp_dir().join(format!("todo-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = "0123456789abcdef0123456789abcdef";
+        let file = dir.join("jwt-secret");
+        for contents in [format!("{good}\n"), format!("{good}\r\n"), good.to_owned()] {
+            std::fs::write(&file, &contents).unwrap();
+            let env = Env::from_pairs([("JWT_SECRET_FILE", file.to_str().unwrap())]);
+            assert_eq!(env.secret("JWT_SECRET").unwrap().as_deref(), Some(good), "{contents:?}");
+            assert!(env.token_config().is_ok());
+        }
+        std::fs::write(&file, format!("{good}\n\n")).unwrap();
+        let env = Env::from_pairs([("JWT_SECRET_FILE", file.to_str().unwrap())]);
+        assert!(env.token_config().unwrap_err().to_string().contains("whitespace"), "one line ending only");
+
+        let both = Env::from_pairs([("JWT_SECRET", good), ("JWT_SECRET_FILE", file.to_str().unwrap())]);
+        assert_eq!(both.token_config().unwrap_err().var, "JWT_SECRET_FILE");
+        let missing = Env::from_pairs([("DATABASE_URL_FILE", "/nonexistent/db-url")]);
+        let err = missing.database_url("data/x.db").unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL_FILE");
+        assert!(err.to_string().starts_with("DATABASE_URL_FILE: cannot read /nonexistent/db-url: "), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -32,6 +32,8 @@ impl HealthApi {
     fn knows(&self, service: &str) -> Option<Subject> {
         if service.is_empty() || service == self.readiness.service_name() {
             Some(Subject::Server)
+        } else if service == LIVENESS {
+            Some(Subject::Process)
         } else if self.readiness.dependency().is_some_and(|(name, _)| name == service) {
             Some(Subject::Dependency)
         } else {
@@ -44,13 +46,21 @@ impl HealthApi {
 enum Subject {
     Server,
     Dependency,
+    /// [`LIVENESS`]: the process answers.
+    Process,
 }
+
+/// The name a liveness probe asks for: SERVING whenever the process answers, even while its
+/// database or a peer is down (a restart would not bring them back; readiness takes the
+/// instance out of rotation instead), until it shuts down.
+pub const LIVENESS: &str = "liveness";
 
 fn status_of(subject: Option<Subject>, state: &Published) -> ServingStatus {
     match subject {
         None => ServingStatus::ServiceUnknown,
         Some(Subject::Server) if state.serving => ServingStatus::Serving,
         Some(Subject::Dependency) if state.dependency_up && !state.shutting_down => ServingStatus::Serving,
+        Some(Subject::Process) if !state.shutting_down => ServingStatus::Serving,
         Some(_) => ServingStatus::NotServing,
     }
 }
@@ -96,5 +106,62 @@ impl Health for HealthApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// `<binary> healthcheck`: asks the service listening on `addr` (an unspecified address means
+/// this host) for its `grpc.health.v1` status, as a container's health check does without a
+/// shell or a probe binary in the image. `Ok(())` when SERVING; otherwise a line saying why.
+pub fn probe(mut addr: std::net::SocketAddr) -> Result<(), String> {
+    use tonic_health::pb::health_client::HealthClient;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("{addr}: {e}"))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(3));
+        let channel = endpoint.connect().await.map_err(|e| format!("{addr}: cannot connect: {e}"))?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .map_err(|status| format!("{addr}: {:?}: {}", status.code(), status.message()))?;
+        match ServingStatus::try_from(answer.into_inner().status) {
+            Ok(ServingStatus::Serving) => Ok(()),
+            Ok(status) => Err(format!("{addr}: {}", status.as_str_name())),
+            Err(_) => Err(format!("{addr}: unknown status")),
+        }
+    })
+}
+
+/// The `healthcheck` subcommand of a service binary: probes the address `listen_var` names
+/// (default `default`). Exit 0 when SERVING, 1 when not, 2 when the address is misconfigured.
+pub fn healthcheck_command(
+    binary: &str,
+    listen_var: &'static str,
+    default: std::net::SocketAddr,
+) -> std::process::ExitCode {
+    let addr = match crate::config::Env::process().socket_addr(listen_var, default) {
+        Ok(addr) => addr,
+        Err(err) => {
+            eprintln!("{binary} healthcheck: configuration error: {err}");
+            return std::process::ExitCode::from(crate::config::EXIT_BAD_CONFIG as u8);
+        }
+    };
+    match probe(addr) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("{binary} healthcheck: not serving: {why}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -129,8 +129,14 @@ impl Watchers {
         let open = Arc::clone(&self.open);
         metrics.sample(todo_shared::metrics::Sampled::gauge(
             "todo_watch_streams_open",
-            "WatchTasks streams open on this process (TASK_WATCH_MAX_STREAMS at most).",
+            "WatchTasks streams open on this process.",
             move || open.lock().unwrap_or_else(|p| p.into_inner()).total as f64,
+        ));
+        let max = self.limits.per_process as f64;
+        metrics.sample(todo_shared::metrics::Sampled::gauge(
+            "todo_watch_streams_max",
+            "The limit on open WatchTasks streams (TASK_WATCH_MAX_STREAMS); beyond it, RESOURCE_EXHAUSTED.",
+            move || max,
         ));
     }
 

@@ -103,6 +103,9 @@ async fn not_serving_while_the_database_is_unreachable_then_recovers_by_itself_o
         for service in ["", name] {
             assert_eq!(status(health, service).await, ServingStatus::NotServing, "{name} {service:?}");
         }
+        // The liveness probe's name: the process answers, so it must not be restarted for an
+        // outage a restart cannot fix.
+        assert_eq!(status(health, "liveness").await, ServingStatus::Serving, "{name} liveness");
     }
     let mut auth_client = auth_client(&auth).await;
     let sign_up = || SignUpRequest { email: "outage@example.com".into(), password: "plum-kettle-orbit-42".into() };
