@@ -6,7 +6,11 @@ use todo_shared::config::{EXIT_BAD_CONFIG, Env};
 fn main() -> ExitCode {
     // The container health check: the image has no shell and no probe binary.
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "healthcheck") {
-        return todo_shared::health::healthcheck_command("auth-service", "AUTH_LISTEN_ADDR", Config::DEFAULT_LISTEN_ADDR);
+        return todo_shared::health::healthcheck_command(
+            "auth-service",
+            "AUTH_LISTEN_ADDR",
+            Config::DEFAULT_LISTEN_ADDR,
+        );
     }
     let config = match Config::from_env(&Env::process()) {
         Ok(config) => config,

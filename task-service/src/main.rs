@@ -14,7 +14,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // The container health check: the image has no shell and no probe binary.
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "healthcheck") {
-        return todo_shared::health::healthcheck_command("task-service", "TASK_LISTEN_ADDR", Config::DEFAULT_LISTEN_ADDR);
+        return todo_shared::health::healthcheck_command(
+            "task-service",
+            "TASK_LISTEN_ADDR",
+            Config::DEFAULT_LISTEN_ADDR,
+        );
     }
     let config = match Config::from_env(&Env::process()) {
         Ok(config) => config,

@@ -112,6 +112,7 @@ const CODE_NAMES: [&str; 17] = [
     "Unauthenticated",
 ];
 
+#[cfg(test)]
 fn code_name(code: i32) -> &'static str {
     usize::try_from(code).ok().and_then(|i| CODE_NAMES.get(i)).copied().unwrap_or("Unknown")
 }
@@ -121,10 +122,53 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status").map(|v| v.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(2))
 }
 
+/// The three families, and each known method's handles into them, made on the method's first
+/// call: a call then touches two counters and a histogram, without locking a family or
+/// hashing its labels.
 struct RpcFigures {
     started: Family<MethodLabels, Counter>,
     handled: Family<HandledLabels, Counter>,
     handling: Family<MethodLabels, Histogram>,
+    methods: HashMap<&'static str, OnceLock<Arc<MethodFigures>>>,
+    unknown: OnceLock<Arc<MethodFigures>>,
+}
+
+struct MethodFigures {
+    labels: MethodLabels,
+    started: Counter,
+    handling: Histogram,
+    /// By status code, each made on its first use (most methods only ever see a few codes).
+    handled: [OnceLock<Counter>; CODE_NAMES.len()],
+    handled_family: Family<HandledLabels, Counter>,
+}
+
+impl RpcFigures {
+    fn method(&self, path: &str) -> &Arc<MethodFigures> {
+        let (slot, labels) = match methods().get_key_value(path) {
+            Some((path, labels)) => (self.methods.get(path.as_str()).unwrap_or(&self.unknown), labels.clone()),
+            None => (&self.unknown, UNKNOWN),
+        };
+        slot.get_or_init(|| {
+            Arc::new(MethodFigures {
+                started: self.started.get_or_create_owned(&labels),
+                handling: self.handling.get_or_create_owned(&labels),
+                labels,
+                handled: Default::default(),
+                handled_family: self.handled.clone(),
+            })
+        })
+    }
+}
+
+impl MethodFigures {
+    fn handled(&self, code: i32) -> &Counter {
+        let index = usize::try_from(code).ok().filter(|i| *i < CODE_NAMES.len()).unwrap_or(2);
+        self.handled[index].get_or_init(|| {
+            let MethodLabels { grpc_type, grpc_service, grpc_method } = self.labels.clone();
+            let labels = HandledLabels { grpc_type, grpc_service, grpc_method, grpc_code: CODE_NAMES[index] };
+            self.handled_family.get_or_create_owned(&labels)
+        })
+    }
 }
 
 /// The layer; [`RpcMetricsLayer::new`] registers its three families.
@@ -139,6 +183,8 @@ impl RpcMetricsLayer {
             started: Family::default(),
             handled: Family::default(),
             handling: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            methods: methods().keys().map(|path| (path.as_str(), OnceLock::new())).collect(),
+            unknown: OnceLock::new(),
         };
         metrics.register("grpc_server_started", "RPCs started on the server.", figures.started.clone());
         metrics.register(
@@ -183,11 +229,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let labels = methods().get(request.uri().path()).cloned().unwrap_or(UNKNOWN);
-        self.figures.started.get_or_create(&labels).inc();
+        let method = Arc::clone(self.figures.method(request.uri().path()));
+        method.started.inc();
         // Dropped with the future if the call is abandoned before its response: Canceled.
-        let mut observation =
-            Observation(Some(Running { figures: Arc::clone(&self.figures), labels, start: Instant::now() }));
+        let mut observation = Observation(Some(Running { method, start: Instant::now() }));
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await?;
@@ -206,19 +251,15 @@ where
 struct Observation(Option<Running>);
 
 struct Running {
-    figures: Arc<RpcFigures>,
-    labels: MethodLabels,
+    method: Arc<MethodFigures>,
     start: Instant,
 }
 
 impl Observation {
     fn finish(&mut self, code: i32) {
-        let Some(Running { figures, labels, start }) = self.0.take() else { return };
-        let elapsed = start.elapsed().as_secs_f64();
-        figures.handling.get_or_create(&labels).observe(elapsed);
-        let MethodLabels { grpc_type, grpc_service, grpc_method } = labels;
-        let handled = HandledLabels { grpc_type, grpc_service, grpc_method, grpc_code: code_name(code) };
-        figures.handled.get_or_create(&handled).inc();
+        let Some(Running { method, start }) = self.0.take() else { return };
+        method.handling.observe(start.elapsed().as_secs_f64());
+        method.handled(code).inc();
     }
 }
 

@@ -356,3 +356,16 @@ pub fn cpu_usage(before: &CpuSnapshot, after: &CpuSnapshot, watched: &[(String, 
     let accounted: f64 = watched.iter().map(|(_, p)| p).sum::<f64>() + postgres + client;
     CpuUsage { watched, postgres, client, other: (machine - accounted).max(0.0) }
 }
+
+/// The body of `GET path` on `addr` over plain HTTP/1.1, if it answers 200 within 2 s.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let timeout = std::time::Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}

@@ -10,6 +10,7 @@ mod probe;
 mod revocation;
 mod watch;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +86,8 @@ struct Harness {
     tasks_url: String,
     secret: String,
     procs: Vec<Proc>,
+    /// Each started service's `METRICS_ADDR`, by its index in `procs`.
+    metrics: Vec<SocketAddr>,
     sampler: RssSampler,
     started: Instant,
     fixture: Option<Arc<Fixture>>,
@@ -127,6 +130,7 @@ pub async fn run(options: Options) -> Result<()> {
         databases: Vec::new(),
         secret,
         procs: Vec::new(),
+        metrics: Vec::new(),
         sampler: RssSampler::start()?,
         started: Instant::now(),
         fixture: None,
@@ -163,6 +167,7 @@ impl Harness {
 
     fn start(&mut self, name: &str, program: &Path, args: &[&str], extra_env: &[(&str, String)]) -> Result<usize> {
         let addr = procs::free_addr()?;
+        let metrics = procs::free_addr()?;
         let is_auth = name.starts_with("auth");
         let listen_var = if is_auth { "AUTH_LISTEN_ADDR" } else { "TASK_LISTEN_ADDR" };
         let database = if is_auth { self.auth_url.clone() } else { self.tasks_url.clone() };
@@ -171,6 +176,8 @@ impl Harness {
             ("JWT_SECRET", self.secret.clone()),
             (listen_var, addr.to_string()),
             ("AUTH_THROTTLE_PER_ADDRESS", THROTTLE_PER_ADDRESS.to_owned()),
+            // Served (never scraped during a measurement), so what a run leaves is kept.
+            ("METRICS_ADDR", metrics.to_string()),
         ];
         env.extend(extra_env.iter().cloned());
         let mut args: Vec<&str> = args.to_vec();
@@ -182,6 +189,7 @@ impl Harness {
         let proc = Proc::spawn(name, program, &args, &env, addr, log)?;
         self.sampler.watch(proc.pid());
         self.procs.push(proc);
+        self.metrics.push(metrics);
         Ok(self.procs.len() - 1)
     }
 
@@ -192,6 +200,13 @@ impl Harness {
     }
 
     async fn teardown(&mut self) {
+        // What each service's /metrics said at the end, next to its log (a build without
+        // metrics, such as an older B, has nothing to say).
+        for (proc, addr) in self.procs.iter().zip(&self.metrics) {
+            if let Some(text) = procs::http_get(*addr, "/metrics") {
+                let _ = std::fs::write(proc.log.with_extension("metrics"), text);
+            }
+        }
         for index in (0..self.procs.len()).rev() {
             self.stop(index);
         }
