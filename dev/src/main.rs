@@ -77,6 +77,7 @@ async fn run() -> Result<(), Exit> {
     task_config.metrics_addr = any_loopback_port;
     let origins = format!("{:?}", auth_config.cors);
     todo_shared::telemetry::init(&auth_config.logging);
+    todo_shared::listener::raise_open_files_limit_and_log();
 
     let start_error = |service: &str, message: String, is_config: bool| Exit {
         message: format!("{service}: {message}"),

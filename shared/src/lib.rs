@@ -18,6 +18,7 @@ pub mod cors;
 pub mod db;
 pub mod health;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod pg_pool;
 pub mod readiness;

@@ -42,6 +42,12 @@ pub struct ServerLimits {
     pub max_pending_reset_streams: usize,
     /// Largest header block: a bearer token is well under 1 KiB.
     pub max_header_list_bytes: u32,
+    /// `GRPC_HANDSHAKE_TIMEOUT`: a connection that has not sent the HTTP/2 preface and
+    /// SETTINGS (or an HTTP/1.1 request head) by then is closed (`listener.rs`).
+    pub handshake_timeout: Duration,
+    /// Streams the server may reset for a client's protocol errors before it sends GOAWAY
+    /// (hyper's own default, which tonic leaves unset, meaning no limit).
+    pub max_local_error_reset_streams: usize,
     /// `GRPC_DRAIN_TIMEOUT`: how long in-flight calls get to finish after a shutdown signal.
     pub drain_timeout: Duration,
 }
@@ -60,6 +66,12 @@ impl ServerLimits {
             max_connection_age_grace: Duration::from_secs(30),
             max_pending_reset_streams: 32,
             max_header_list_bytes: 16 * 1024,
+            // grpc-go waits 120 s and nginx 60 s for a request head. A real client sends its
+            // preface and SETTINGS in its first flight, a round trip after connecting, so 20 s
+            // spares the slowest mobile link while a slowloris must reconnect three times a
+            // minute to hold a descriptor.
+            handshake_timeout: Duration::from_secs(20),
+            max_local_error_reset_streams: 1024,
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -86,6 +98,7 @@ impl ServerLimits {
             keepalive_timeout: env.seconds("GRPC_KEEPALIVE_TIMEOUT", d.keepalive_timeout, 1..=600)?,
             max_connection_age: env.seconds("GRPC_MAX_CONNECTION_AGE", d.max_connection_age, 10..=7 * 24 * 3600)?,
             drain_timeout: env.seconds("GRPC_DRAIN_TIMEOUT", d.drain_timeout, 1..=600)?,
+            handshake_timeout: env.seconds("GRPC_HANDSHAKE_TIMEOUT", d.handshake_timeout, 1..=300)?,
             ..d
         })
     }

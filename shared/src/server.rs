@@ -11,11 +11,11 @@ use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
-use tonic::transport::server::TcpIncoming;
 
 use crate::cors::AllowedOrigins;
 use crate::db::{Migrations, Pool};
 use crate::limits::{LimitLayer, ServerLimits};
+use crate::listener::Incoming;
 use crate::metrics::rpc::RpcMetricsLayer;
 use crate::metrics::{self, Metrics, Sampled};
 use crate::readiness::Readiness;
@@ -63,7 +63,7 @@ impl GrpcHost {
     /// Binds `addr` now (so port 0 resolves and callers can connect at once) and registers
     /// health and reflection. `service_name` is the full protobuf name whose health is reported.
     pub async fn bind(addr: SocketAddr, service_name: &'static str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = crate::listener::bind(addr)?;
         let local_addr = listener.local_addr()?;
 
         let readiness = Readiness::new(service_name);
@@ -178,7 +178,7 @@ impl GrpcHost {
             tracing::info!(addr = %addr, "metrics at http://{addr}/metrics");
             tokio::spawn(crate::metrics::endpoint::serve(listener, self.metrics.clone()))
         });
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let incoming = Incoming::new(self.listener, self.limits.keepalive_interval, self.limits.handshake_timeout);
         let limits = &self.limits;
         let server = tonic::transport::Server::builder()
             // gRPC-web arrives over HTTP/1.1 as well as HTTP/2.
@@ -189,8 +189,8 @@ impl GrpcHost {
             .max_connection_age(limits.max_connection_age)
             .max_connection_age_grace(limits.max_connection_age_grace)
             .http2_max_pending_accept_reset_streams(Some(limits.max_pending_reset_streams))
+            .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
             .http2_max_header_list_size(limits.max_header_list_bytes)
-            .tcp_keepalive(Some(limits.keepalive_interval))
             // Outermost, so the span and every layer below see the settled request id.
             .layer(crate::request_id::RequestIdLayer)
             // So every call, a refused preflight included, has its span.

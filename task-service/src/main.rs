@@ -38,6 +38,7 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     todo_shared::telemetry::init(&config.logging);
+    todo_shared::listener::raise_open_files_limit_and_log();
 
     let feedless = config.auth_service_url.is_none();
     let app = match Application::build(config).await {

@@ -15,5 +15,6 @@ mod request_id;
 mod sessions;
 mod tasks;
 mod throttle;
+mod transport;
 mod watch;
 mod web;

@@ -1,0 +1,202 @@
+//! The transport under connection abuse, measured from the client's side with connections
+//! the tests open themselves: connections that never send a request are closed at the
+//! handshake deadline; accepted sockets carry TCP keep-alive; the listen backlog is 1,024;
+//! streams the server resets for a client's protocol errors end in GOAWAY past hyper's limit.
+//! A normal client on a fresh connection is served throughout. Every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use todo_tests::pb::task::v1::ListTasksRequest;
+use todo_tests::*;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame.
+const SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+async fn served(tasks: &Running) {
+    let me = caller();
+    let mut client = task_client(tasks).await;
+    client.list_tasks(bearer(&me.token, ListTasksRequest::default())).await.expect("a normal client is served");
+}
+
+/// Waits for the server to close `stream` (EOF or reset); returns how long that took, or
+/// `None` if it was still open after `within`. Bytes the server sends first are skipped.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_send_a_request_are_closed_at_the_handshake_deadline() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = task_config(&db);
+    config.limits.handshake_timeout = Duration::from_secs(2);
+    let tasks = start_tasks_with(config, db).await;
+
+    let half_preface = &PREFACE[..10];
+    let half_http1 = b"POST /todo.task.v1.TaskService/ListTasks HTTP/1.1\r\nhost: x\r\n".as_slice();
+    let mut abusive = Vec::new();
+    for first_bytes in [&b""[..], half_preface, PREFACE, half_http1] {
+        for _ in 0..25 {
+            let mut stream = TcpStream::connect(tasks.addr).await.unwrap();
+            stream.write_all(first_bytes).await.unwrap();
+            abusive.push((first_bytes, stream));
+        }
+    }
+    // A well-behaved HTTP/2 client that then goes quiet is not this deadline's business.
+    let mut quiet = TcpStream::connect(tasks.addr).await.unwrap();
+    quiet.write_all(&[PREFACE, &SETTINGS].concat()).await.unwrap();
+
+    served(&tasks).await;
+    for (first_bytes, stream) in &mut abusive {
+        let closed = closed_within(stream, Duration::from_secs(8)).await;
+        let after = closed.unwrap_or_else(|| panic!("still open after 8 s, having sent {first_bytes:?}"));
+        assert!(after <= Duration::from_secs(5), "closed after {after:?}");
+    }
+    assert_eq!(closed_within(&mut quiet, Duration::from_secs(2)).await, None, "a real client's connection is kept");
+    served(&tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_sockets_have_tcp_keepalive_and_the_backlog_is_1024() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let tasks = start_tasks_with(task_config(&db), db).await;
+    let _client = TcpStream::connect(tasks.addr).await.unwrap();
+    let port = tasks.addr.port();
+    let ss = |args: &[&str]| {
+        let out = std::process::Command::new("ss").args(args).output().expect("ss (iproute2) runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The server's side of the connection: its local port is the service's.
+    let filter = format!("( sport = :{port} )");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let established = ss(&["-Htno", "state", "established", &filter]);
+        if established.contains("timer:(keepalive") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no keep-alive timer on the accepted socket:\n{established}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A listening socket's Send-Q is its backlog (capped by the kernel's somaxconn).
+    let listening = ss(&["-Hltn", &filter]);
+    let backlog: u32 = listening.split_whitespace().nth(2).and_then(|q| q.parse().ok()).expect(&listening);
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    assert_eq!(backlog, 1024.min(somaxconn), "{listening}");
+}
+
+/// An HPACK literal header field, not indexed, with a literal name (RFC 7541, 6.2.2).
+fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
+    block.push(0);
+    block.push(name.len() as u8);
+    block.extend_from_slice(name.as_bytes());
+    block.push(value.len() as u8);
+    block.extend_from_slice(value.as_bytes());
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = payload.len() as u32;
+    let mut frame = vec![(length >> 16) as u8, (length >> 8) as u8, length as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// What the server answered a connection that sent `n` malformed requests and then a PING.
+#[derive(Debug, Default)]
+struct Answer {
+    resets: usize,
+    /// GOAWAY's error code and debug data.
+    goaway: Option<(u32, String)>,
+    ping_acked: bool,
+}
+
+async fn malformed_requests(tasks: &Running, n: u32) -> Answer {
+    let mut stream = TcpStream::connect(tasks.addr).await.unwrap();
+    // Each request carries a connection-specific header, which HTTP/2 forbids, so the server
+    // itself must reset it (the "MadeYouReset" pattern).
+    let mut block = Vec::new();
+    literal(&mut block, ":method", "POST");
+    literal(&mut block, ":scheme", "http");
+    literal(&mut block, ":path", "/todo.task.v1.TaskService/ListTasks");
+    literal(&mut block, ":authority", "x");
+    literal(&mut block, "connection", "keep-alive");
+    let mut bytes = [PREFACE, &SETTINGS].concat();
+    for i in 0..n {
+        // END_STREAM | END_HEADERS
+        bytes.extend(frame(1, 0x5, 2 * i + 1, &block));
+    }
+    bytes.extend(frame(6, 0, 0, b"still-on"));
+    let (mut read, mut write) = stream.split();
+    // The server may close before it has read everything: a failed write is expected then.
+    let writer = async {
+        let _ = write.write_all(&bytes).await;
+    };
+    let reader = async {
+        let mut answer = Answer::default();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        // Until the server closes, or answers the PING, or 5 s pass.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, read.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) | Err(_) => break,
+                Ok(Ok(got)) => received.extend_from_slice(&buf[..got]),
+            }
+            let mut at = 0;
+            answer = Answer::default();
+            while at + 9 <= received.len() {
+                let length = (usize::from(received[at]) << 16)
+                    | (usize::from(received[at + 1]) << 8)
+                    | usize::from(received[at + 2]);
+                if at + 9 + length > received.len() {
+                    break;
+                }
+                let (kind, flags, payload) = (received[at + 3], received[at + 4], &received[at + 9..at + 9 + length]);
+                match kind {
+                    3 => answer.resets += 1,
+                    6 if flags & 1 == 1 => answer.ping_acked = true,
+                    7 if payload.len() >= 8 => {
+                        let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                        answer.goaway = Some((code, String::from_utf8_lossy(&payload[8..]).into_owned()));
+                    }
+                    _ => {}
+                }
+                at += 9 + length;
+            }
+            if answer.ping_acked || answer.goaway.is_some() {
+                break;
+            }
+        }
+        answer
+    };
+    let ((), answer) = tokio::join!(writer, reader);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_reset_for_protocol_errors_end_in_goaway_past_the_limit() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let tasks = start_tasks_with(task_config(&db), db).await;
+
+    // Below the limit (1,024): every malformed request is reset, and the connection lives on.
+    let below = malformed_requests(&tasks, 1000).await;
+    assert_eq!((below.resets, below.goaway.clone(), below.ping_acked), (1000, None, true), "{below:?}");
+
+    // Past it: the server stops answering stream by stream and sends GOAWAY ENHANCE_YOUR_CALM.
+    let flood = malformed_requests(&tasks, 2000).await;
+    let (code, reason) = flood.goaway.clone().unwrap_or_else(|| panic!("no GOAWAY: {flood:?}"));
+    assert_eq!((code, reason.as_str()), (0xb, "too_many_internal_resets"), "{flood:?}");
+    assert!(flood.resets <= 1024 && !flood.ping_acked, "{flood:?}");
+    served(&tasks).await;
+}
