@@ -98,10 +98,25 @@ async fn accepted_sockets_have_tcp_keepalive_and_the_backlog_is_1024() {
 /// An HPACK literal header field, not indexed, with a literal name (RFC 7541, 6.2.2).
 fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
     block.push(0);
-    block.push(name.len() as u8);
-    block.extend_from_slice(name.as_bytes());
-    block.push(value.len() as u8);
-    block.extend_from_slice(value.as_bytes());
+    for text in [name, value] {
+        string_length(block, text.len());
+        block.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// An HPACK string length: an integer with a 7-bit prefix, no Huffman (RFC 7541, 5.1).
+fn string_length(block: &mut Vec<u8>, mut length: usize) {
+    if length < 127 {
+        block.push(length as u8);
+        return;
+    }
+    block.push(127);
+    length -= 127;
+    while length >= 128 {
+        block.push((length % 128 + 128) as u8);
+        length /= 128;
+    }
+    block.push(length as u8);
 }
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -198,5 +213,196 @@ async fn streams_reset_for_protocol_errors_end_in_goaway_past_the_limit() {
     let (code, reason) = flood.goaway.clone().unwrap_or_else(|| panic!("no GOAWAY: {flood:?}"));
     assert_eq!((code, reason.as_str()), (0xb, "too_many_internal_resets"), "{flood:?}");
     assert!(flood.resets <= 1024 && !flood.ping_acked, "{flood:?}");
+    served(&tasks).await;
+}
+
+/// A valid gRPC request head for stream `id` (with `token`, if any), without END_STREAM: the
+/// server waits for its body.
+fn open_request(id: u32, token: Option<&str>) -> Vec<u8> {
+    let mut block = Vec::new();
+    literal(&mut block, ":method", "POST");
+    literal(&mut block, ":scheme", "http");
+    literal(&mut block, ":path", "/todo.task.v1.TaskService/ListTasks");
+    literal(&mut block, ":authority", "x");
+    literal(&mut block, "content-type", "application/grpc");
+    literal(&mut block, "te", "trailers");
+    // After the pseudo-headers, which must come first.
+    if let Some(token) = token {
+        literal(&mut block, "authorization", &format!("Bearer {token}"));
+    }
+    // END_HEADERS only.
+    frame(1, 0x4, id, &block)
+}
+
+/// The frames the server sends on `stream` within `within` (or until it closes): type, flags,
+/// stream id, payload.
+async fn frames_until(stream: &mut TcpStream, within: Duration, done: impl Fn(&[Frame]) -> bool) -> Vec<Frame> {
+    let deadline = tokio::time::Instant::now() + within;
+    let (mut received, mut buf) = (Vec::new(), vec![0u8; 64 * 1024]);
+    loop {
+        let frames = parse_frames(&received);
+        if done(&frames) {
+            return frames;
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return frames,
+            Ok(Ok(got)) => received.extend_from_slice(&buf[..got]),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+fn parse_frames(bytes: &[u8]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let length = (usize::from(bytes[at]) << 16) | (usize::from(bytes[at + 1]) << 8) | usize::from(bytes[at + 2]);
+        if at + 9 + length > bytes.len() {
+            break;
+        }
+        let stream = u32::from_be_bytes([bytes[at + 5], bytes[at + 6], bytes[at + 7], bytes[at + 8]]) & 0x7fff_ffff;
+        frames.push(Frame {
+            kind: bytes[at + 3],
+            flags: bytes[at + 4],
+            stream,
+            payload: bytes[at + 9..at + 9 + length].to_vec(),
+        });
+        at += 9 + length;
+    }
+    frames
+}
+
+fn goaway_code(frames: &[Frame]) -> Option<u32> {
+    frames
+        .iter()
+        .find(|f| f.kind == 7 && f.payload.len() >= 8)
+        .map(|f| u32::from_be_bytes([f.payload[4], f.payload[5], f.payload[6], f.payload[7]]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rapid_reset_flood_ends_in_goaway() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let tasks = start_tasks_with(task_config(&db), db).await;
+    let mut stream = TcpStream::connect(tasks.addr).await.unwrap();
+    // CVE-2023-44487: open a stream and cancel it at once, a thousand times.
+    let mut bytes = [PREFACE, &SETTINGS].concat();
+    for i in 0..1000u32 {
+        bytes.extend(open_request(2 * i + 1, None));
+        bytes.extend(frame(3, 0, 2 * i + 1, &8u32.to_be_bytes()));
+    }
+    let started = Instant::now();
+    let _ = stream.write_all(&bytes).await;
+    let frames = frames_until(&mut stream, Duration::from_secs(5), |f| goaway_code(f).is_some()).await;
+    assert_eq!(
+        goaway_code(&frames),
+        Some(0xb),
+        "GOAWAY ENHANCE_YOUR_CALM: {:?}",
+        frames.iter().map(|f| f.kind).collect::<Vec<_>>()
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "cut short, not served: {:?}", started.elapsed());
+    served(&tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_128_on_one_connection_are_refused() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let tasks = start_tasks_with(task_config(&db), db).await;
+    let mut stream = TcpStream::connect(tasks.addr).await.unwrap();
+    // With a valid token each request waits for its message, which never comes: 128 stay open.
+    let me = caller();
+    let mut bytes = [PREFACE, &SETTINGS].concat();
+    for i in 0..129u32 {
+        bytes.extend(open_request(2 * i + 1, Some(&me.token)));
+    }
+    stream.write_all(&bytes).await.unwrap();
+    let last = 2 * 128 + 1;
+    let frames =
+        frames_until(&mut stream, Duration::from_secs(5), |f| f.iter().any(|f| f.kind == 3 && f.stream == last)).await;
+    // The server announced the limit in its SETTINGS (MAX_CONCURRENT_STREAMS, id 3)...
+    let settings = frames.iter().find(|f| f.kind == 4 && f.flags & 1 == 0).expect("the server's SETTINGS");
+    let announced =
+        settings.payload.chunks(6).find(|s| s[..2] == [0, 3]).map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+    assert_eq!(announced, Some(128));
+    // ...and refuses the stream past it (REFUSED_STREAM, 7), and only that one.
+    let resets: Vec<(u32, u32)> = frames
+        .iter()
+        .filter(|f| f.kind == 3)
+        .map(|f| (f.stream, u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]])))
+        .collect();
+    assert_eq!(resets, [(last, 7)], "{resets:?}");
+    // A normal client on a fresh connection is served meanwhile.
+    served(&tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_body_never_comes_ends_at_the_request_deadline() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = task_config(&db);
+    config.limits.request_timeout = Duration::from_secs(2);
+    let tasks = start_tasks_with(config, db).await;
+    let me = caller();
+    let tcp = TcpStream::connect(tasks.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{}/todo.task.v1.TaskService/ListTasks", tasks.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", me.token))
+        .body(())
+        .unwrap();
+    // Headers sent, the body stream left open and empty.
+    let (response, _body) = client.send_request(request, false).unwrap();
+    let started = Instant::now();
+    let response = tokio::time::timeout(Duration::from_secs(10), response).await.expect("answered").unwrap();
+    let status = response.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED: {:?}", response.headers());
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(5)).contains(&started.elapsed()),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_header_list_is_refused() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let tasks = start_tasks_with(task_config(&db), db).await;
+    let mut stream = TcpStream::connect(tasks.addr).await.unwrap();
+    // 1 MiB of headers: a HEADERS frame without END_HEADERS, then CONTINUATION frames.
+    let mut first = Vec::new();
+    literal(&mut first, ":method", "POST");
+    literal(&mut first, ":scheme", "http");
+    literal(&mut first, ":path", "/todo.task.v1.TaskService/ListTasks");
+    literal(&mut first, ":authority", "x");
+    let mut bytes = [PREFACE, &SETTINGS].concat();
+    bytes.extend(frame(1, 0x1, 1, &first));
+    let mut filler = Vec::new();
+    literal(&mut filler, "x-filler", &"a".repeat(100));
+    let per_frame: Vec<u8> = filler.iter().copied().cycle().take(filler.len() * 100).collect();
+    let frames = (1024 * 1024) / per_frame.len();
+    for n in 0..frames {
+        let flags = if n + 1 == frames { 0x4 } else { 0 };
+        bytes.extend(frame(9, flags, 1, &per_frame));
+    }
+    let started = Instant::now();
+    let _ = stream.write_all(&bytes).await;
+    let frames = frames_until(&mut stream, Duration::from_secs(5), |f| {
+        goaway_code(f).is_some() || f.iter().any(|f| f.kind == 3)
+    })
+    .await;
+    let refused = goaway_code(&frames).is_some() || frames.iter().any(|f| f.kind == 3 && f.stream == 1);
+    assert!(
+        refused,
+        "neither GOAWAY nor RST_STREAM: {:?}",
+        frames.iter().map(|f| (f.kind, f.stream)).collect::<Vec<_>>()
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
     served(&tasks).await;
 }
