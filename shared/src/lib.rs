@@ -21,6 +21,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod pg_pool;
+pub mod rate_limit;
 pub mod readiness;
 pub mod request_id;
 pub mod server;

@@ -7,6 +7,7 @@ use todo_shared::config::{ConfigError, Env, Logging, TokenConfig};
 use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::limits::ServerLimits;
+use todo_shared::rate_limit::Rate;
 
 use crate::watch::WatchLimits;
 
@@ -40,12 +41,19 @@ pub struct Config {
     /// `TASK_CHANGE_RETENTION` in seconds, default 7 days: how long the change log keeps a
     /// change, so how long a WatchTasks client may stay away and still resume.
     pub change_retention: Duration,
+    /// `TASK_RATE_PER_USER`, default `100/s`: requests one account may make (a burst of N,
+    /// then N per period), per replica; `off` for none.
+    pub rate_per_user: Option<Rate>,
 }
 
 impl Config {
     pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
     pub const DEFAULT_SQLITE_FILE: &'static str = "data/tasks.db";
     pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+    /// Far above what a person's devices send (a page of tasks, a few edits a second), far
+    /// below what one replica serves (thousands a second), so one account cannot starve the
+    /// others.
+    pub const DEFAULT_RATE_PER_USER: Rate = Rate { count: 100, period: Duration::from_secs(1) };
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -61,6 +69,10 @@ impl Config {
             auth_service_url: auth_service_url(env)?,
             revocation_max_staleness: revocation_max_staleness(env)?,
             watch: watch_limits(env)?,
+            rate_per_user: match env.get("TASK_RATE_PER_USER")? {
+                None => Some(Self::DEFAULT_RATE_PER_USER),
+                Some(raw) => Rate::parse(&raw).map_err(|reason| ConfigError::new("TASK_RATE_PER_USER", reason))?,
+            },
             change_retention: env.seconds(
                 "TASK_CHANGE_RETENTION",
                 Self::DEFAULT_CHANGE_RETENTION,
@@ -116,6 +128,17 @@ mod tests {
 
     fn config(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
         Config::from_env(&Env::from_pairs([("JWT_SECRET", SECRET)].into_iter().chain(pairs.iter().copied())))
+    }
+
+    #[test]
+    fn the_rate_per_user_is_on_by_default_and_can_be_set_or_switched_off() {
+        assert_eq!(config(&[]).unwrap().rate_per_user, Some(Config::DEFAULT_RATE_PER_USER));
+        assert_eq!(config(&[("TASK_RATE_PER_USER", "off")]).unwrap().rate_per_user, None);
+        assert_eq!(
+            config(&[("TASK_RATE_PER_USER", "20/s")]).unwrap().rate_per_user.map(|r| r.to_string()),
+            Some("20/s".into())
+        );
+        assert_eq!(config(&[("TASK_RATE_PER_USER", "lots")]).unwrap_err().var, "TASK_RATE_PER_USER");
     }
 
     #[test]

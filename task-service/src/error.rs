@@ -2,6 +2,7 @@
 
 use todo_shared::validation::FieldViolations;
 use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,6 +27,9 @@ pub enum Error {
     /// The WatchTasks stream limits.
     #[error("{0}")]
     TooManyStreams(&'static str),
+    /// The caller's account is over `TASK_RATE_PER_USER`.
+    #[error("this account is over its limit of {rate} requests: retry in {} ms", .retry_after.as_millis().max(1))]
+    RateLimited { rate: todo_shared::rate_limit::Rate, retry_after: std::time::Duration },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     /// A write was cut off by the server shutting down; it may or may not have committed.
@@ -56,6 +60,11 @@ impl From<Error> for Status {
             Error::EtagMismatch => Status::aborted(err.to_string()),
             Error::ResumeTokenExpired => Status::failed_precondition(err.to_string()),
             Error::TooManyStreams(_) => Status::resource_exhausted(err.to_string()),
+            Error::RateLimited { rate, retry_after } => {
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.add_quota_failure_violation("user", format!("at most {rate} requests per account"));
+                Status::with_error_details(tonic::Code::ResourceExhausted, err.to_string(), details)
+            }
             Error::Database(db) => todo_shared::db::status_for(&db),
             Error::ShuttingDown => Status::unavailable(err.to_string()),
         }

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use todo_contract::task::v1::task_service_server::TaskServiceServer;
 use todo_shared::auth::{AuthenticatedUser, RequireBearer};
 use todo_shared::db::Pool;
-use todo_shared::metrics::Sampled;
+use todo_shared::metrics::{Counter, Sampled};
+use todo_shared::rate_limit::{Limiter, Rate};
 use todo_shared::readiness::Readiness;
 use todo_shared::server::GrpcHost;
 use tonic::codec::CompressionEncoding;
@@ -31,6 +32,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
 pub use crate::config::Config;
+use crate::error::Error;
 use crate::follower::{Follower, Freshness};
 use crate::hub::Hub;
 use crate::page_token::PageTokens;
@@ -77,6 +79,15 @@ struct Gate {
     bearer: RequireBearer,
     revocations: Arc<Revocations>,
     readiness: Readiness,
+    per_user: Option<PerUserRate>,
+}
+
+/// `TASK_RATE_PER_USER`: each account's requests, counted per replica.
+#[derive(Clone)]
+struct PerUserRate {
+    rate: Rate,
+    limiter: Arc<Limiter>,
+    refused: Counter,
 }
 
 impl Interceptor for Gate {
@@ -84,6 +95,12 @@ impl Interceptor for Gate {
         let request = self.bearer.call(request)?;
         if let Some(caller) = request.extensions().get::<AuthenticatedUser>() {
             self.revocations.check(caller)?;
+            if let Some(per_user) = &self.per_user
+                && let Err(retry_after) = per_user.limiter.check(caller.id, std::time::Instant::now())
+            {
+                per_user.refused.inc();
+                return Err(Error::RateLimited { rate: per_user.rate, retry_after }.into());
+            }
         }
         self.readiness.check()?;
         Ok(request)
@@ -187,7 +204,16 @@ impl Application {
         let api = TaskServiceServer::new(TaskApi::new(tasks, watchers))
             .max_decoding_message_size(config.limits.max_request_bytes)
             .accept_compressed(CompressionEncoding::Gzip);
-        let gate = Gate { bearer: RequireBearer::new(keys), revocations, readiness: host.readiness() };
+        let per_user = config.rate_per_user.map(|rate| {
+            let refused = Counter::default();
+            metrics.register(
+                "todo_rate_per_user_refusals",
+                "Requests refused with RESOURCE_EXHAUSTED because their account was over TASK_RATE_PER_USER.",
+                refused.clone(),
+            );
+            PerUserRate { rate, limiter: Arc::new(Limiter::new(rate)), refused }
+        });
+        let gate = Gate { bearer: RequireBearer::new(keys), revocations, readiness: host.readiness(), per_user };
         let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 
         tracing::info!(addr = %host.local_addr(), database = ?config.database, "task-service listening");

@@ -253,3 +253,36 @@ async fn shutdown_lets_calls_in_flight_finish_refuses_new_ones_and_is_bounded_wh
     // binary the process exits here.)
     drop(stuck);
 }
+
+/// One account over `TASK_RATE_PER_USER` is refused with QuotaFailure and RetryInfo; another
+/// account is served meanwhile, and operators see the refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_over_its_rate_is_refused_and_the_others_are_not() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = task_config(&db);
+    config.rate_per_user = Some(todo_shared::rate_limit::Rate::per_minute(3));
+    config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let tasks = start_tasks_with(config, db).await;
+    let mut client = task_client(&tasks).await;
+    let (greedy, other) = (caller(), caller());
+    for _ in 0..3 {
+        client.list_tasks(bearer(&greedy.token, ListTasksRequest::default())).await.expect("within the burst");
+    }
+    let refused = client.list_tasks(bearer(&greedy.token, ListTasksRequest::default())).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("3/min"), "{}", refused.message());
+    let details = refused.get_error_details();
+    let violations = &details.quota_failure().expect("QuotaFailure").violations;
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].subject, "user");
+    let retry = details.retry_info().and_then(|r| r.retry_delay).expect("RetryInfo");
+    assert!((Duration::from_secs(15)..=Duration::from_secs(20)).contains(&retry), "{retry:?}");
+    // Streams count too.
+    let watch = client.watch_tasks(bearer(&greedy.token, todo_contract::task::v1::WatchTasksRequest::default())).await;
+    assert_eq!(watch.map(|_| ()).unwrap_err().code(), Code::ResourceExhausted);
+
+    // Another account is not starved by the first.
+    client.list_tasks(bearer(&other.token, ListTasksRequest::default())).await.expect("another account is served");
+    let scrape = scrape(tasks.metrics.expect("metrics served")).await;
+    assert_eq!(scrape.value("todo_rate_per_user_refusals_total", &[]), Some(2.0), "{}", scrape.text);
+}

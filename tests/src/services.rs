@@ -98,6 +98,9 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
         revocation_max_staleness: None,
         watch: task_service::watch::WatchLimits::default(),
         change_retention: task_service::Config::DEFAULT_CHANGE_RETENTION,
+        // Off here, as auth-service's throttles are: the suite is far faster than any person.
+        // The rate has its own test.
+        rate_per_user: None,
     }
 }
 
