@@ -342,17 +342,33 @@ mod tests {
     #[test]
     fn urls_that_can_never_work_are_refused_at_start() {
         for (url, reason) in [
-            ("postgres://u@127.0.0.1/db?sslmode=require", "asks for TLS"),
-            ("postgres://u@127.0.0.1/db?sslmode=verify-full", "asks for TLS"),
+            (
+                "postgres://u@127.0.0.1/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
+                "sslrootcert=/nonexistent/ca.pem: cannot read it",
+            ),
             ("sqlite:", "names no SQLite file"),
             ("sqlite://", "names no SQLite file"),
         ] {
             let err = Env::from_pairs([("DATABASE_URL", url)]).database_url("data/x.db").unwrap_err();
             assert!(err.to_string().starts_with(&format!("DATABASE_URL: {reason}")), "{url}: {err}");
         }
-        for url in ["postgres://u@127.0.0.1/db?sslmode=prefer", "postgres://u@127.0.0.1/db", "sqlite::memory:"] {
+        for url in [
+            "postgres://u@127.0.0.1/db?sslmode=prefer",
+            "postgres://u@127.0.0.1/db?sslmode=require",
+            "postgres://u@127.0.0.1/db",
+            "sqlite::memory:",
+        ] {
             assert!(Env::from_pairs([("DATABASE_URL", url)]).database_url("data/x.db").is_ok(), "{url}");
         }
+        // A root certificate that can be read is accepted (percent-encoded or not).
+        let ca = std::env::temp_dir().join(format!("todo-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "not checked at start-up").unwrap();
+        let encoded = ca.display().to_string().replace('/', "%2F");
+        for path in [ca.display().to_string(), encoded] {
+            let url = format!("postgres://u@localhost/db?sslmode=verify-full&sslrootcert={path}");
+            assert!(Env::from_pairs([("DATABASE_URL", url.as_str())]).database_url("data/x.db").is_ok(), "{url}");
+        }
+        std::fs::remove_file(&ca).unwrap();
     }
 
     #[test]

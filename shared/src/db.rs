@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolOptions;
-use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{SqlSafeStr, Sqlite, SqlitePool};
 
@@ -31,14 +31,15 @@ impl DatabaseUrl {
             "postgres" | "postgresql" => {
                 let options = PgConnectOptions::from_str(url)
                     .map_err(|e| format!("not a valid PostgreSQL URL: {}", redact(&e.to_string())))?;
-                // This build has no TLS client (it would double the dependency tree); a URL that
-                // insists on TLS could never connect, so it is refused now rather than retried
-                // forever as if the database were down.
-                if matches!(options.get_ssl_mode(), PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull) {
-                    return Err("asks for TLS (sslmode, or PGSSLMODE, is require, verify-ca or verify-full), which this build does not \
-                                include: connect over loopback or a Unix socket with sslmode=disable or prefer, or \
-                                through a local TLS proxy"
-                        .to_owned());
+                // TLS (rustls) follows libpq's `sslmode`: `prefer` (the default) uses it when the
+                // server offers it; `require` insists; `verify-ca` and `verify-full` also check
+                // the certificate against `sslrootcert` (or the bundled Mozilla roots), and
+                // `verify-full` its name. A root certificate file that cannot be read would
+                // fail every connection: refused now, not retried as if the database were down.
+                if let Some(path) = query_parameter(url, "sslrootcert")
+                    && let Err(err) = std::fs::File::open(&path)
+                {
+                    return Err(format!("sslrootcert={path}: cannot read it: {err}"));
                 }
                 Ok(Self::Postgres(options))
             }
@@ -61,6 +62,15 @@ impl DatabaseUrl {
     pub fn sqlite_file(path: impl AsRef<Path>) -> Self {
         Self::Sqlite(SqliteConnectOptions::new().filename(path.as_ref()))
     }
+}
+
+/// The percent-decoded value of `name` in `url`'s query string, if present.
+fn query_parameter(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+    })
 }
 
 /// Error texts from URL parsing may quote the URL; never let a password through.

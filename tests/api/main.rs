@@ -10,6 +10,7 @@ mod limits;
 mod metrics;
 mod model;
 mod postgres_pool;
+mod postgres_tls;
 mod reflection;
 mod request_id;
 mod sessions;
