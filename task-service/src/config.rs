@@ -44,6 +44,9 @@ pub struct Config {
     /// `TASK_RATE_PER_USER`, default `100/s`: requests one account may make (a burst of N,
     /// then N per period), per replica; `off` for none.
     pub rate_per_user: Option<Rate>,
+    /// `TASK_MAX_TASKS_PER_USER`, default 100,000 (as Google Tasks): tasks one account may
+    /// hold; CreateTask beyond it is RESOURCE_EXHAUSTED.
+    pub max_tasks_per_user: i64,
 }
 
 impl Config {
@@ -53,6 +56,7 @@ impl Config {
     /// Far above what a person's devices send (a page of tasks, a few edits a second), far
     /// below what one replica serves (thousands a second), so one account cannot starve the
     /// others.
+    pub const DEFAULT_MAX_TASKS_PER_USER: i64 = 100_000;
     pub const DEFAULT_RATE_PER_USER: Rate = Rate { count: 100, period: Duration::from_secs(1) };
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -69,6 +73,14 @@ impl Config {
             auth_service_url: auth_service_url(env)?,
             revocation_max_staleness: revocation_max_staleness(env)?,
             watch: watch_limits(env)?,
+            max_tasks_per_user: {
+                let expected = "a whole number from 1 to 10000000";
+                let max: i64 = env.parse_or("TASK_MAX_TASKS_PER_USER", Self::DEFAULT_MAX_TASKS_PER_USER, expected)?;
+                if !(1..=10_000_000).contains(&max) {
+                    return Err(ConfigError::new("TASK_MAX_TASKS_PER_USER", format!("expected {expected}, got {max}")));
+                }
+                max
+            },
             rate_per_user: match env.get("TASK_RATE_PER_USER")? {
                 None => Some(Self::DEFAULT_RATE_PER_USER),
                 Some(raw) => Rate::parse(&raw).map_err(|reason| ConfigError::new("TASK_RATE_PER_USER", reason))?,
@@ -139,6 +151,15 @@ mod tests {
             Some("20/s".into())
         );
         assert_eq!(config(&[("TASK_RATE_PER_USER", "lots")]).unwrap_err().var, "TASK_RATE_PER_USER");
+        assert_eq!(config(&[]).unwrap().max_tasks_per_user, 100_000);
+        assert_eq!(config(&[("TASK_MAX_TASKS_PER_USER", "5")]).unwrap().max_tasks_per_user, 5);
+        for bad in ["0", "-1", "many", "10000001"] {
+            assert_eq!(
+                config(&[("TASK_MAX_TASKS_PER_USER", bad)]).unwrap_err().var,
+                "TASK_MAX_TASKS_PER_USER",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

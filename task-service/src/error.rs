@@ -30,6 +30,9 @@ pub enum Error {
     /// The caller's account is over `TASK_RATE_PER_USER`.
     #[error("this account is over its limit of {rate} requests: retry in {} ms", .retry_after.as_millis().max(1))]
     RateLimited { rate: todo_shared::rate_limit::Rate, retry_after: std::time::Duration },
+    /// The caller already has `TASK_MAX_TASKS_PER_USER` tasks.
+    #[error("this account has reached its limit of {max} tasks: delete some before creating more")]
+    TaskQuota { max: i64 },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     /// A write was cut off by the server shutting down; it may or may not have committed.
@@ -60,6 +63,11 @@ impl From<Error> for Status {
             Error::EtagMismatch => Status::aborted(err.to_string()),
             Error::ResumeTokenExpired => Status::failed_precondition(err.to_string()),
             Error::TooManyStreams(_) => Status::resource_exhausted(err.to_string()),
+            Error::TaskQuota { max } => {
+                let mut details = ErrorDetails::new();
+                details.add_quota_failure_violation("user", format!("at most {max} tasks per account"));
+                Status::with_error_details(tonic::Code::ResourceExhausted, err.to_string(), details)
+            }
             Error::RateLimited { rate, retry_after } => {
                 let mut details = ErrorDetails::with_retry_info(Some(retry_after));
                 details.add_quota_failure_violation("user", format!("at most {rate} requests per account"));

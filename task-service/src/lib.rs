@@ -188,7 +188,7 @@ impl Application {
             todo_shared::db::DatabaseUrl::Sqlite(_) => Arc::new(Hub::default()),
         };
         let task_store: Arc<dyn TaskStore> = Arc::clone(&store) as Arc<dyn TaskStore>;
-        let tasks = Arc::new(Tasks::new(task_store, page_tokens, Arc::clone(&hub)));
+        let tasks = Arc::new(Tasks::new(task_store, page_tokens, Arc::clone(&hub), config.max_tasks_per_user));
         let watchers = Arc::new(Watchers::new(
             Arc::clone(&store),
             ResumeTokens::new(config.token.secret.expose_for_key_derivation()),

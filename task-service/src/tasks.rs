@@ -17,6 +17,8 @@ pub struct Tasks {
     page_tokens: PageTokens,
     /// Told of every change, so this process's WatchTasks streams look at once.
     hub: Arc<Hub>,
+    /// `TASK_MAX_TASKS_PER_USER`.
+    max_tasks: i64,
 }
 
 /// A validated ListTasks request.
@@ -34,8 +36,8 @@ pub struct Page {
 }
 
 impl Tasks {
-    pub fn new(store: Arc<dyn TaskStore>, page_tokens: PageTokens, hub: Arc<Hub>) -> Self {
-        Self { store, page_tokens, hub }
+    pub fn new(store: Arc<dyn TaskStore>, page_tokens: PageTokens, hub: Arc<Hub>, max_tasks: i64) -> Self {
+        Self { store, page_tokens, hub, max_tasks }
     }
 
     pub async fn create(&self, user_id: Uuid, new: NewTask) -> Result<Task, Error> {
@@ -54,10 +56,10 @@ impl Tasks {
         };
         let fingerprint = new.fingerprint();
         let new_id = task.id;
-        let (store, hub) = (Arc::clone(&self.store), Arc::clone(&self.hub));
+        let (store, hub, max_tasks) = (Arc::clone(&self.store), Arc::clone(&self.hub), self.max_tasks);
         let stored = run_to_completion(async move {
             let key = new.request_id.as_ref().map(|id| IdempotencyKey { request_id: id.as_str(), fingerprint });
-            let (stored, position) = store.insert_task(&task, key.as_ref()).await?;
+            let (stored, position) = store.insert_task(&task, key.as_ref(), max_tasks).await?;
             // None: a retry, which changed nothing.
             if let Some(position) = position {
                 hub.changed(user_id, || Change { position, kind: ChangeKind::Upserted(stored.clone()) });

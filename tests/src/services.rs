@@ -101,6 +101,7 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
         // Off here, as auth-service's throttles are: the suite is far faster than any person.
         // The rate has its own test.
         rate_per_user: None,
+        max_tasks_per_user: task_service::Config::DEFAULT_MAX_TASKS_PER_USER,
     }
 }
 

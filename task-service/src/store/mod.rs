@@ -46,6 +46,11 @@ pub static MIGRATIONS: Migrations = Migrations {
             description: "create task changes",
             sql: include_str!("../../migrations/postgres/0004_create_task_changes.sql"),
         },
+        MigrationFile {
+            version: 5,
+            description: "count tasks",
+            sql: include_str!("../../migrations/postgres/0005_count_tasks.sql"),
+        },
     ],
     sqlite: &[
         MigrationFile {
@@ -67,6 +72,11 @@ pub static MIGRATIONS: Migrations = Migrations {
             version: 4,
             description: "create task changes",
             sql: include_str!("../../migrations/sqlite/0004_create_task_changes.sql"),
+        },
+        MigrationFile {
+            version: 5,
+            description: "count tasks",
+            sql: include_str!("../../migrations/sqlite/0005_count_tasks.sql"),
         },
     ],
 };
@@ -101,7 +111,13 @@ pub trait TaskStore: Send + Sync + 'static {
     /// returns the task the key created ([`Error::RequestIdReused`] if the content differs,
     /// [`Error::CreatedTaskDeleted`] if that task is gone). The position is that of the
     /// recorded change (none for a retry, which records nothing).
-    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<(Task, Option<i64>), Error>;
+    /// Inserts `task` unless its user already has `max_tasks` (then [`Error::TaskQuota`]).
+    async fn insert_task(
+        &self,
+        task: &Task,
+        key: Option<&IdempotencyKey<'_>>,
+        max_tasks: i64,
+    ) -> Result<(Task, Option<i64>), Error>;
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error>;
 

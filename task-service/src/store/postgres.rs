@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::{IdempotencyKey, PageQuery, TaskStore, no_row_error, replay};
 
-/// The CTE `h` that takes the next position of the user of the rows in CTE `t`.
+/// The CTE `h` that takes the next position of the user of the rows in CTE `t` (an update:
+/// the count of tasks is unchanged).
 macro_rules! head_cte {
     () => {
         "h AS (INSERT INTO task_change_heads (user_id, position) SELECT user_id, 1 FROM t \
@@ -49,17 +50,27 @@ impl PgTaskStore {
 /// The task's insert and its change, in one statement (so it needs no transaction of its own):
 /// the head upsert takes the user's next position and holds its row lock until commit.
 /// Inserts `task` and records its change; the change's position.
-async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Task) -> Result<i64, sqlx::Error> {
+/// Inserts `task` and its change, unless its user already has `max_tasks` tasks: the head
+/// row's count is raised first, under its lock and only while below the limit, and the task
+/// is inserted only if it was (`FROM h`), so racing creates can never overshoot.
+async fn insert_row<'c>(
+    conn: impl Executor<'c, Database = Postgres>,
+    task: &Task,
+    max_tasks: i64,
+) -> Result<i64, Error> {
     let sql = concat!(
-        "WITH t AS (\
+        "WITH h AS (INSERT INTO task_change_heads (user_id, position, tasks) VALUES ($2, 1, 1) \
+           ON CONFLICT (user_id) DO UPDATE \
+           SET position = task_change_heads.position + 1, tasks = task_change_heads.tasks + 1 \
+           WHERE task_change_heads.tasks < $10 RETURNING position), \
+         t AS (\
            INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *), ",
-        head_cte!(),
-        ", c AS (",
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM h RETURNING *), \
+         c AS (",
         upserted_change!(),
         ") SELECT h.position FROM h"
     );
-    sqlx::query_scalar(sql)
+    let position: Option<i64> = sqlx::query_scalar(sql)
         .bind(task.id)
         .bind(task.user_id)
         .bind(&task.title)
@@ -69,8 +80,10 @@ async fn insert_row<'c>(conn: impl Executor<'c, Database = Postgres>, task: &Tas
         .bind(task.created_at)
         .bind(task.updated_at)
         .bind(task.version)
-        .fetch_one(conn)
-        .await
+        .bind(max_tasks)
+        .fetch_optional(conn)
+        .await?;
+    position.ok_or(Error::TaskQuota { max: max_tasks })
 }
 
 /// Reads a row selected with `task_columns!()`, by position: looking each column up by name
@@ -91,9 +104,14 @@ pub(super) fn task_from_row(row: &PgRow) -> Result<Task, sqlx::Error> {
 
 #[tonic::async_trait]
 impl TaskStore for PgTaskStore {
-    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<(Task, Option<i64>), Error> {
+    async fn insert_task(
+        &self,
+        task: &Task,
+        key: Option<&IdempotencyKey<'_>>,
+        max_tasks: i64,
+    ) -> Result<(Task, Option<i64>), Error> {
         let Some(key) = key else {
-            let position = insert_row(&mut self.pool.acquire().await?, task).await?;
+            let position = insert_row(&mut self.pool.acquire().await?, task, max_tasks).await?;
             return Ok((task.clone(), Some(position)));
         };
         let mut conn = self.pool.acquire().await?;
@@ -114,7 +132,8 @@ impl TaskStore for PgTaskStore {
         .rows_affected()
             == 1;
         if claimed {
-            let position = insert_row(&mut *tx, task).await?;
+            // Over the limit, the transaction is dropped and the claim with it.
+            let position = insert_row(&mut *tx, task, max_tasks).await?;
             tx.commit().await?;
             return Ok((task.clone(), Some(position)));
         }
@@ -221,8 +240,10 @@ impl TaskStore for PgTaskStore {
     async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<i64, Error> {
         let sql = concat!(
             "WITH t AS (DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint IS NULL OR version = $3) \
-             RETURNING id, user_id), ",
-            head_cte!(),
+             RETURNING id, user_id), \
+             h AS (INSERT INTO task_change_heads (user_id, position, tasks) SELECT user_id, 1, 0 FROM t \
+             ON CONFLICT (user_id) DO UPDATE SET position = task_change_heads.position + 1, \
+             tasks = GREATEST(task_change_heads.tasks - 1, 0) RETURNING position)",
             ", c AS (INSERT INTO task_changes (user_id, position, kind, task_id, recorded_at) \
              SELECT t.user_id, h.position, 'deleted', t.id, $4 FROM t, h) \
              SELECT h.position FROM t, h"
@@ -248,7 +269,7 @@ impl TaskStore for PgTaskStore {
             "WITH d AS (DELETE FROM tasks WHERE user_id = $1 RETURNING id), \
              n AS (SELECT count(*) AS c FROM d), \
              h AS (INSERT INTO task_change_heads (user_id, position) SELECT $1, c FROM n WHERE c > 0 \
-                   ON CONFLICT (user_id) DO UPDATE SET position = task_change_heads.position + EXCLUDED.position \
+                   ON CONFLICT (user_id) DO UPDATE SET position = task_change_heads.position + EXCLUDED.position, tasks = 0 \
                    RETURNING position), \
              ch AS (INSERT INTO task_changes (user_id, position, kind, task_id, recorded_at) \
                    SELECT $1, h.position - n.c + row_number() OVER (ORDER BY d.id), 'deleted', d.id, $2 \

@@ -49,6 +49,20 @@ async fn insert_row(conn: &mut sqlx::SqliteConnection, task: &Task) -> Result<()
     Ok(())
 }
 
+/// Counts one more task for `user_id`, unless they already have `max_tasks`.
+async fn count_new_task(conn: &mut sqlx::SqliteConnection, user_id: Uuid, max_tasks: i64) -> Result<(), Error> {
+    let counted = sqlx::query(
+        "INSERT INTO task_change_heads (user_id, position, tasks) VALUES ($1, 0, 1) \
+         ON CONFLICT (user_id) DO UPDATE SET tasks = tasks + 1 WHERE tasks < $2",
+    )
+    .bind(user_id)
+    .bind(max_tasks)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if counted == 1 { Ok(()) } else { Err(Error::TaskQuota { max: max_tasks }) }
+}
+
 /// Records a change of `user_id`'s tasks inside the caller's (write) transaction: the next
 /// position from the user's head row, then the change itself.
 async fn record(
@@ -113,11 +127,18 @@ pub(super) fn task_from_row(row: &SqliteRow) -> Result<Task, sqlx::Error> {
 
 #[tonic::async_trait]
 impl TaskStore for SqliteTaskStore {
-    async fn insert_task(&self, task: &Task, key: Option<&IdempotencyKey<'_>>) -> Result<(Task, Option<i64>), Error> {
+    async fn insert_task(
+        &self,
+        task: &Task,
+        key: Option<&IdempotencyKey<'_>>,
+        max_tasks: i64,
+    ) -> Result<(Task, Option<i64>), Error> {
         // SQLite runs one writer at a time; BEGIN IMMEDIATE takes the write lock at once, so
-        // the claim, the insert and its change are atomic with respect to parallel retries.
+        // the claim, the count, the insert and its change are atomic with respect to parallel
+        // creates. Over the limit, the dropped transaction rolls back whatever it did.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(key) = key else {
+            count_new_task(&mut tx, task.user_id, max_tasks).await?;
             insert_row(&mut tx, task).await?;
             let position = record(&mut tx, task.user_id, &ChangeKind::Upserted(task.clone()), task.updated_at).await?;
             tx.commit().await?;
@@ -137,6 +158,7 @@ impl TaskStore for SqliteTaskStore {
         .rows_affected()
             == 1;
         if claimed {
+            count_new_task(&mut tx, task.user_id, max_tasks).await?;
             insert_row(&mut tx, task).await?;
             let position = record(&mut tx, task.user_id, &ChangeKind::Upserted(task.clone()), task.updated_at).await?;
             tx.commit().await?;
@@ -240,6 +262,10 @@ impl TaskStore for SqliteTaskStore {
             return Err(no_row_error(self.current_version(user_id, id).await?));
         }
         let position = record(&mut tx, user_id, &ChangeKind::Deleted(id), todo_shared::timestamp::now()).await?;
+        sqlx::query("UPDATE task_change_heads SET tasks = MAX(tasks - 1, 0) WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(position)
     }
@@ -254,6 +280,10 @@ impl TaskStore for SqliteTaskStore {
         for id in &ids {
             record(&mut tx, user_id, &ChangeKind::Deleted(*id), at).await?;
         }
+        sqlx::query("UPDATE task_change_heads SET tasks = 0 WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM task_create_requests WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
         sqlx::query("UPDATE auth_feed_position SET position = MAX(position, $1)")
             .bind(position)

@@ -1,7 +1,8 @@
 //! task-service, observed through its generated client with tokens minted by the shared keys.
 //!
-//! One module per concern: who may see what, paging, and writes.
+//! One module per concern: who may see what, paging, writes, and the per-account limit.
 
 mod access;
 mod paging;
+mod quota;
 mod writes;

@@ -86,7 +86,12 @@ pub async fn serve(mode: Option<&str>) -> Result<()> {
     };
     let store = store::for_pool(&pool);
     let hub = Arc::new(task_service::hub::Hub::default());
-    let tasks = Arc::new(Tasks::new(Arc::clone(&store) as Arc<dyn store::TaskStore>, page_tokens, Arc::clone(&hub)));
+    let tasks = Arc::new(Tasks::new(
+        Arc::clone(&store) as Arc<dyn store::TaskStore>,
+        page_tokens,
+        Arc::clone(&hub),
+        task_service::Config::DEFAULT_MAX_TASKS_PER_USER,
+    ));
     let watchers = Arc::new(task_service::watch::Watchers::new(
         store,
         task_service::resume_token::ResumeTokens::new(config.token.secret.expose_for_key_derivation()),
