@@ -9,7 +9,7 @@
 //! - **Accept errors back off.** Out of file descriptors (EMFILE, ENFILE) or memory, accept
 //!   fails at once and would fail again at once: retrying in a loop spins a core while the
 //!   connections that hold the descriptors stay. The stream waits (10 ms, doubling to 1 s)
-//!   and logs once per [`LOG_EVERY`].
+//!   and logs at most once per 10 s.
 //! - **A handshake deadline.** hyper-util's protocol detection reads the first bytes with no
 //!   timeout (hyper issue 3962), so a connection that never sends a request is held until
 //!   the maximum connection age. [`Handshake`] closes a connection that has not sent the
@@ -19,9 +19,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,12 +29,11 @@ use tokio::time::Sleep;
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::telemetry::LogEvery;
+
 /// Connections the kernel queues before they are accepted: enough for a burst of a thousand
 /// clients reconnecting at once (a replica restart). The kernel caps it at `somaxconn`.
 pub const BACKLOG: u32 = 1024;
-
-/// Accept errors are logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Binds `addr` with [`BACKLOG`] and `SO_REUSEADDR` (a restarted service can listen at once,
 /// whatever connections of its predecessor are still in TIME_WAIT).
@@ -52,7 +50,7 @@ pub struct Incoming {
     keepalive: TcpKeepalive,
     handshake_timeout: Duration,
     backoff: Option<(Pin<Box<Sleep>>, Duration)>,
-    last_logged: Mutex<Option<Instant>>,
+    accept_errors: LogEvery,
 }
 
 impl Incoming {
@@ -63,14 +61,12 @@ impl Incoming {
             keepalive: TcpKeepalive::new().with_time(keepalive).with_interval(keepalive),
             handshake_timeout,
             backoff: None,
-            last_logged: Mutex::new(None),
+            accept_errors: LogEvery::new(Duration::from_secs(10)),
         }
     }
 
     fn log_accept_error(&self, error: &io::Error, retry_in: Duration) {
-        let mut last = self.last_logged.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-            *last = Some(Instant::now());
+        if self.accept_errors.due() {
             tracing::warn!(error = %error, retry_in_ms = retry_in.as_millis() as u64,
                 "cannot accept connections (out of file descriptors or memory?); retrying");
         }

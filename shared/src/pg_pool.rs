@@ -28,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::metrics::{Gauge, Histogram, Metrics, Sampled};
+use crate::telemetry::LogEvery;
 use bb8::ManageConnection;
 use futures_core::Stream;
 use sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
@@ -193,22 +194,20 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Logs why connecting failed, at most once per [`ConnectErrorLog::EVERY`]: bb8 retries in
-/// the background while the database is down, several times a second.
-#[derive(Debug, Clone, Default)]
-struct ConnectErrorLog {
-    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
-}
+/// Logs why connecting failed, at most once per 10 s: bb8 retries in the background while
+/// the database is down, several times a second.
+#[derive(Debug, Clone)]
+struct ConnectErrorLog(LogEvery);
 
-impl ConnectErrorLog {
-    const EVERY: Duration = Duration::from_secs(10);
+impl Default for ConnectErrorLog {
+    fn default() -> Self {
+        Self(LogEvery::new(Duration::from_secs(10)))
+    }
 }
 
 impl bb8::ErrorSink<sqlx::Error> for ConnectErrorLog {
     fn sink(&self, error: sqlx::Error) {
-        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= Self::EVERY) {
-            *last = Some(std::time::Instant::now());
+        if self.0.due() {
             tracing::warn!(error = %error, "cannot connect to PostgreSQL; retrying");
         }
     }

@@ -11,6 +11,31 @@ use tracing::Level;
 
 use crate::config::{LogFormat, Logging};
 
+/// Whether the next line of a repeated failure is due: at most one per interval, for loops
+/// that retry many times a second (connecting to the database, accepting connections).
+/// Clones share one clock.
+#[derive(Debug, Clone)]
+pub struct LogEvery {
+    interval: Duration,
+    last: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl LogEvery {
+    pub fn new(interval: Duration) -> Self {
+        Self { interval, last: Default::default() }
+    }
+
+    /// True at most once per interval; the first call is always due.
+    pub fn due(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = last.is_none_or(|at| at.elapsed() >= self.interval);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+}
+
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(logging: &Logging) {
     let filter = tracing_subscriber::EnvFilter::builder()
@@ -105,10 +130,21 @@ fn outcome_level(code: tonic::Code) -> Level {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use tonic::Code;
     use tracing::Level;
 
-    use super::outcome_level;
+    use super::{LogEvery, outcome_level};
+
+    #[test]
+    fn a_repeated_line_is_due_once_per_interval_across_clones() {
+        let every = LogEvery::new(Duration::from_secs(3600));
+        assert!(every.due());
+        assert!(!every.due());
+        assert!(!every.clone().due(), "a clone shares the clock");
+        assert!(LogEvery::new(Duration::ZERO).due());
+    }
 
     #[test]
     fn only_failures_reach_the_default_info_log() {

@@ -78,6 +78,8 @@ async fn a_certificate_is_checked_against_its_root_and_its_name_on_postgres() {
     let app = task_service::Application::build(config).await.expect("bad certificates are not a start-up error");
     let addr = app.local_addr();
     let tasks = spawn_unready(addr, db, |stop| app.run_until(async move { drop(stop.await) }));
+    // A negative: nothing to wait on but time, long enough for the supervisor's first checks
+    // (one a second) to have tried, and failed, to connect.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut health = HealthClient::new(tasks.channel().await);
     let status = health.check(HealthCheckRequest::default()).await.unwrap().into_inner().status;

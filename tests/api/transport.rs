@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use todo_tests::pb::task::v1::ListTasksRequest;
 use todo_tests::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -95,6 +95,16 @@ async fn accepted_sockets_have_tcp_keepalive_and_the_backlog_is_1024() {
     assert_eq!(backlog, 1024.min(somaxconn), "{listening}");
 }
 
+/// The pseudo-headers of a ListTasks request, which must come first in a header block.
+fn request_pseudo_headers() -> Vec<u8> {
+    let mut block = Vec::new();
+    literal(&mut block, ":method", "POST");
+    literal(&mut block, ":scheme", "http");
+    literal(&mut block, ":path", "/todo.task.v1.TaskService/ListTasks");
+    literal(&mut block, ":authority", "x");
+    block
+}
+
 /// An HPACK literal header field, not indexed, with a literal name (RFC 7541, 6.2.2).
 fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
     block.push(0);
@@ -128,7 +138,7 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// What the server answered a connection that sent `n` malformed requests and then a PING.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Answer {
     resets: usize,
     /// GOAWAY's error code and debug data.
@@ -140,11 +150,7 @@ async fn malformed_requests(tasks: &Running, n: u32) -> Answer {
     let mut stream = TcpStream::connect(tasks.addr).await.unwrap();
     // Each request carries a connection-specific header, which HTTP/2 forbids, so the server
     // itself must reset it (the "MadeYouReset" pattern).
-    let mut block = Vec::new();
-    literal(&mut block, ":method", "POST");
-    literal(&mut block, ":scheme", "http");
-    literal(&mut block, ":path", "/todo.task.v1.TaskService/ListTasks");
-    literal(&mut block, ":authority", "x");
+    let mut block = request_pseudo_headers();
     literal(&mut block, "connection", "keep-alive");
     let mut bytes = [PREFACE, &SETTINGS].concat();
     for i in 0..n {
@@ -157,46 +163,19 @@ async fn malformed_requests(tasks: &Running, n: u32) -> Answer {
     let writer = async {
         let _ = write.write_all(&bytes).await;
     };
-    let reader = async {
-        let mut answer = Answer::default();
-        let mut received = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
-        // Until the server closes, or answers the PING, or 5 s pass.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match tokio::time::timeout_at(deadline, read.read(&mut buf)).await {
-                Ok(Ok(0) | Err(_)) | Err(_) => break,
-                Ok(Ok(got)) => received.extend_from_slice(&buf[..got]),
-            }
-            let mut at = 0;
-            answer = Answer::default();
-            while at + 9 <= received.len() {
-                let length = (usize::from(received[at]) << 16)
-                    | (usize::from(received[at + 1]) << 8)
-                    | usize::from(received[at + 2]);
-                if at + 9 + length > received.len() {
-                    break;
-                }
-                let (kind, flags, payload) = (received[at + 3], received[at + 4], &received[at + 9..at + 9 + length]);
-                match kind {
-                    3 => answer.resets += 1,
-                    6 if flags & 1 == 1 => answer.ping_acked = true,
-                    7 if payload.len() >= 8 => {
-                        let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
-                        answer.goaway = Some((code, String::from_utf8_lossy(&payload[8..]).into_owned()));
-                    }
-                    _ => {}
-                }
-                at += 9 + length;
-            }
-            if answer.ping_acked || answer.goaway.is_some() {
-                break;
-            }
-        }
-        answer
-    };
-    let ((), answer) = tokio::join!(writer, reader);
-    answer
+    // Until the server closes, or answers the PING or with GOAWAY, or 5 s pass.
+    let reader = frames_until(&mut read, Duration::from_secs(5), |frames| {
+        frames.iter().any(|f| f.kind == 6 && f.flags & 1 == 1) || goaway(frames).is_some()
+    });
+    let ((), frames) = tokio::join!(writer, reader);
+    Answer {
+        resets: frames.iter().filter(|f| f.kind == 3).count(),
+        goaway: goaway(&frames).map(|f| {
+            let code = u32::from_be_bytes([f.payload[4], f.payload[5], f.payload[6], f.payload[7]]);
+            (code, String::from_utf8_lossy(&f.payload[8..]).into_owned())
+        }),
+        ping_acked: frames.iter().any(|f| f.kind == 6 && f.flags & 1 == 1),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,11 +198,7 @@ async fn streams_reset_for_protocol_errors_end_in_goaway_past_the_limit() {
 /// A valid gRPC request head for stream `id` (with `token`, if any), without END_STREAM: the
 /// server waits for its body.
 fn open_request(id: u32, token: Option<&str>) -> Vec<u8> {
-    let mut block = Vec::new();
-    literal(&mut block, ":method", "POST");
-    literal(&mut block, ":scheme", "http");
-    literal(&mut block, ":path", "/todo.task.v1.TaskService/ListTasks");
-    literal(&mut block, ":authority", "x");
+    let mut block = request_pseudo_headers();
     literal(&mut block, "content-type", "application/grpc");
     literal(&mut block, "te", "trailers");
     // After the pseudo-headers, which must come first.
@@ -236,7 +211,11 @@ fn open_request(id: u32, token: Option<&str>) -> Vec<u8> {
 
 /// The frames the server sends on `stream` within `within` (or until it closes): type, flags,
 /// stream id, payload.
-async fn frames_until(stream: &mut TcpStream, within: Duration, done: impl Fn(&[Frame]) -> bool) -> Vec<Frame> {
+async fn frames_until(
+    stream: &mut (impl AsyncRead + Unpin),
+    within: Duration,
+    done: impl Fn(&[Frame]) -> bool,
+) -> Vec<Frame> {
     let deadline = tokio::time::Instant::now() + within;
     let (mut received, mut buf) = (Vec::new(), vec![0u8; 64 * 1024]);
     loop {
@@ -279,11 +258,13 @@ fn parse_frames(bytes: &[u8]) -> Vec<Frame> {
     frames
 }
 
+/// The GOAWAY frame among `frames`, if any.
+fn goaway(frames: &[Frame]) -> Option<&Frame> {
+    frames.iter().find(|f| f.kind == 7 && f.payload.len() >= 8)
+}
+
 fn goaway_code(frames: &[Frame]) -> Option<u32> {
-    frames
-        .iter()
-        .find(|f| f.kind == 7 && f.payload.len() >= 8)
-        .map(|f| u32::from_be_bytes([f.payload[4], f.payload[5], f.payload[6], f.payload[7]]))
+    goaway(frames).map(|f| u32::from_be_bytes([f.payload[4], f.payload[5], f.payload[6], f.payload[7]]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,11 +357,7 @@ async fn a_huge_header_list_is_refused() {
     let tasks = start_tasks_with(task_config(&db), db).await;
     let mut stream = TcpStream::connect(tasks.addr).await.unwrap();
     // 1 MiB of headers: a HEADERS frame without END_HEADERS, then CONTINUATION frames.
-    let mut first = Vec::new();
-    literal(&mut first, ":method", "POST");
-    literal(&mut first, ":scheme", "http");
-    literal(&mut first, ":path", "/todo.task.v1.TaskService/ListTasks");
-    literal(&mut first, ":authority", "x");
+    let first = request_pseudo_headers();
     let mut bytes = [PREFACE, &SETTINGS].concat();
     bytes.extend(frame(1, 0x1, 1, &first));
     let mut filler = Vec::new();

@@ -112,9 +112,9 @@ const CODE_NAMES: [&str; 17] = [
     "Unauthenticated",
 ];
 
-#[cfg(test)]
-fn code_name(code: i32) -> &'static str {
-    usize::try_from(code).ok().and_then(|i| CODE_NAMES.get(i)).copied().unwrap_or("Unknown")
+/// The index of `code` in [`CODE_NAMES`]; a number outside the table is Unknown (2).
+fn code_index(code: i32) -> usize {
+    usize::try_from(code).ok().filter(|i| *i < CODE_NAMES.len()).unwrap_or(2)
 }
 
 /// The `grpc-status` in `headers`, if there is one; a malformed one counts as Unknown (2).
@@ -129,8 +129,14 @@ struct RpcFigures {
     started: Family<MethodLabels, Counter>,
     handled: Family<HandledLabels, Counter>,
     handling: Family<MethodLabels, Histogram>,
-    methods: HashMap<&'static str, OnceLock<Arc<MethodFigures>>>,
-    unknown: OnceLock<Arc<MethodFigures>>,
+    /// By path: one lookup per call finds the labels and the handles.
+    methods: HashMap<&'static str, Slot>,
+    unknown: Slot,
+}
+
+struct Slot {
+    labels: MethodLabels,
+    figures: OnceLock<Arc<MethodFigures>>,
 }
 
 struct MethodFigures {
@@ -144,11 +150,9 @@ struct MethodFigures {
 
 impl RpcFigures {
     fn method(&self, path: &str) -> &Arc<MethodFigures> {
-        let (slot, labels) = match methods().get_key_value(path) {
-            Some((path, labels)) => (self.methods.get(path.as_str()).unwrap_or(&self.unknown), labels.clone()),
-            None => (&self.unknown, UNKNOWN),
-        };
-        slot.get_or_init(|| {
+        let slot = self.methods.get(path).unwrap_or(&self.unknown);
+        slot.figures.get_or_init(|| {
+            let labels = slot.labels.clone();
             Arc::new(MethodFigures {
                 started: self.started.get_or_create_owned(&labels),
                 handling: self.handling.get_or_create_owned(&labels),
@@ -162,7 +166,7 @@ impl RpcFigures {
 
 impl MethodFigures {
     fn handled(&self, code: i32) -> &Counter {
-        let index = usize::try_from(code).ok().filter(|i| *i < CODE_NAMES.len()).unwrap_or(2);
+        let index = code_index(code);
         self.handled[index].get_or_init(|| {
             let MethodLabels { grpc_type, grpc_service, grpc_method } = self.labels.clone();
             let labels = HandledLabels { grpc_type, grpc_service, grpc_method, grpc_code: CODE_NAMES[index] };
@@ -183,8 +187,11 @@ impl RpcMetricsLayer {
             started: Family::default(),
             handled: Family::default(),
             handling: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
-            methods: methods().keys().map(|path| (path.as_str(), OnceLock::new())).collect(),
-            unknown: OnceLock::new(),
+            methods: methods()
+                .iter()
+                .map(|(path, labels)| (path.as_str(), Slot { labels: labels.clone(), figures: OnceLock::new() }))
+                .collect(),
+            unknown: Slot { labels: UNKNOWN, figures: OnceLock::new() },
         };
         metrics.register("grpc_server_started", "RPCs started on the server.", figures.started.clone());
         metrics.register(
@@ -340,6 +347,7 @@ mod tests {
 
     #[test]
     fn codes_are_spelled_as_go_spells_them() {
+        let code_name = |code| CODE_NAMES[code_index(code)];
         assert_eq!(code_name(0), "OK");
         assert_eq!(code_name(1), "Canceled");
         assert_eq!(code_name(16), "Unauthenticated");
