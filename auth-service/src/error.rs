@@ -7,8 +7,6 @@ use todo_shared::validation::FieldViolations;
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::throttle::Throttled;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -51,6 +49,13 @@ pub enum Error {
     Hashing(String),
     #[error("token minting failed: {0}")]
     Minting(#[from] todo_shared::token::MintError),
+}
+
+/// Which throttle refused an attempt, and how long until it would allow one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttled {
+    Address(Duration),
+    Email(Duration),
 }
 
 fn throttled_message(throttled: &Throttled) -> String {

@@ -91,11 +91,15 @@ impl Application {
         let signal = FeedSignal::default();
         let sessions = Arc::new(Sessions::new(Arc::clone(&store), Arc::clone(&keys), config.sessions, signal.clone()));
         let accounts = Arc::new(Accounts::new(Arc::clone(&store), hasher, Arc::clone(&sessions)));
-        let throttle = Arc::new(throttle::Throttle::new(&config.throttle));
+        let mut throttle = throttle::Throttle::new(&config.throttle);
+        if let Some(shared) = store::shared_throttle(&pool) {
+            throttle = throttle.shared_through(shared, config.token.secret.expose_for_key_derivation());
+        }
+        let throttle = Arc::new(throttle);
         throttle.register_metrics(&host.metrics());
         // Compressed requests are accepted (the size limit applies to the decompressed
         // message); answers go out uncompressed: they are small, and compressing costs CPU.
-        let api = AuthServiceServer::new(AuthApi::new(accounts, throttle))
+        let api = AuthServiceServer::new(AuthApi::new(accounts, Arc::clone(&throttle)))
             .max_decoding_message_size(config.limits.max_request_bytes)
             .accept_compressed(CompressionEncoding::Gzip);
         let feed = SessionEventServiceServer::new(FeedApi::new(
@@ -122,6 +126,11 @@ impl Application {
                 }
                 if let Err(err) = sessions.prune().await {
                     tracing::warn!(error = %err, "pruning expired sessions failed; retrying later");
+                }
+                match throttle.prune().await {
+                    Ok(0) => {}
+                    Ok(counts) => tracing::debug!(counts, "refilled throttle counts pruned"),
+                    Err(err) => tracing::warn!(error = %err, "pruning throttle counts failed; retrying later"),
                 }
             }
         });

@@ -50,8 +50,8 @@ impl AuthApi {
     }
 
     /// Counts a password attempt on the caller's account (ChangePassword, DeleteAccount).
-    fn password_attempt(&self, address: Option<IpAddr>, caller: &AuthenticatedUser) -> Result<(), Error> {
-        self.throttle.attempt(address, &caller.email).map_err(Error::Throttled)
+    async fn password_attempt(&self, address: Option<IpAddr>, caller: &AuthenticatedUser) -> Result<(), Error> {
+        self.throttle.attempt(address, &caller.email).await
     }
 }
 
@@ -95,7 +95,7 @@ impl AuthService for AuthApi {
         let address = self.client_address(&request);
         let account = NewAccount::try_from(request.into_inner()).map_err(Error::from)?;
         // Counted before any hashing: a refused attempt costs the server almost nothing.
-        self.throttle.attempt(address, account.email.as_str()).map_err(Error::Throttled)?;
+        self.throttle.attempt(address, account.email.as_str()).await?;
         let user = self.accounts.sign_up(account).await?;
         Ok(Response::new(pb::SignUpResponse { user: Some(user.into()) }))
     }
@@ -104,9 +104,13 @@ impl AuthService for AuthApi {
         let address = self.client_address(&request);
         let agent = user_agent(request.metadata());
         let credentials = Credentials::try_from(request.into_inner()).map_err(Error::from)?;
-        if let Err(throttled) = self.throttle.attempt(address, &credentials.email) {
-            tracing::info!(target: "audit", event = "login_throttled", address = ?address);
-            return Err(Error::Throttled(throttled).into());
+        match self.throttle.attempt(address, &credentials.email).await {
+            Ok(()) => {}
+            Err(err @ Error::Throttled(_)) => {
+                tracing::info!(target: "audit", event = "login_throttled", address = ?address);
+                return Err(err.into());
+            }
+            Err(err) => return Err(err.into()),
         }
         let email = credentials.email.clone();
         let login = match self.accounts.login(credentials, agent).await {
@@ -117,7 +121,7 @@ impl AuthService for AuthApi {
             }
             Err(err) => return Err(err.into()),
         };
-        self.throttle.succeeded(&email);
+        self.throttle.succeeded(&email).await;
         let tokens = login.tokens;
         Ok(Response::new(pb::LoginResponse {
             access_token: tokens.access.token,
@@ -140,7 +144,7 @@ impl AuthService for AuthApi {
     }
 
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
-        self.throttle.refresh_attempt(self.client_address(&request)).map_err(Error::Throttled)?;
+        self.throttle.refresh_attempt(self.client_address(&request)).await?;
         let tokens = self.sessions().refresh(&request.into_inner().refresh_token).await?;
         Ok(Response::new(tokens.into()))
     }
@@ -199,9 +203,9 @@ impl AuthService for AuthApi {
         let caller = self.caller(request.metadata()).await?;
         let address = self.client_address(&request);
         let change = PasswordChange::try_from(request.into_inner()).map_err(Error::from)?;
-        self.password_attempt(address, &caller)?;
+        self.password_attempt(address, &caller).await?;
         let ended = self.accounts.change_password(&caller, change).await?;
-        self.throttle.succeeded(&caller.email);
+        self.throttle.succeeded(&caller.email).await;
         Ok(Response::new(pb::ChangePasswordResponse { revoked_sessions: i32::try_from(ended).unwrap_or(i32::MAX) }))
     }
 
@@ -212,7 +216,7 @@ impl AuthService for AuthApi {
         let caller = self.caller(request.metadata()).await?;
         let address = self.client_address(&request);
         let deletion = AccountDeletion::try_from(request.into_inner()).map_err(Error::from)?;
-        self.password_attempt(address, &caller)?;
+        self.password_attempt(address, &caller).await?;
         self.accounts.delete_account(&caller, deletion).await?;
         Ok(Response::new(pb::DeleteAccountResponse {}))
     }

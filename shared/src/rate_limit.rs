@@ -24,6 +24,16 @@ impl Rate {
         Self { count, period: Duration::from_secs(60) }
     }
 
+    /// Minimum spacing of attempts once the burst is spent.
+    pub fn interval(&self) -> Duration {
+        self.period / self.count
+    }
+
+    /// How far ahead of now a key's theoretical arrival time may run: (burst - 1) intervals.
+    pub fn tolerance(&self) -> Duration {
+        self.interval() * (self.count - 1)
+    }
+
     /// `Ok(None)` for `off`.
     pub fn parse(raw: &str) -> Result<Option<Self>, String> {
         let raw = raw.trim();
@@ -76,10 +86,9 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(rate: Rate) -> Self {
-        let interval = rate.period / rate.count;
         Self {
-            interval,
-            tolerance: interval * (rate.count - 1),
+            interval: rate.interval(),
+            tolerance: rate.tolerance(),
             epoch: Instant::now(),
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),

@@ -156,7 +156,7 @@ impl Key {
 }
 
 /// HMAC-SHA256 of `label` under `secret`: derives ids and subkeys that reveal nothing of it.
-fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
+pub fn derive_key(secret: &[u8], label: &[u8]) -> [u8; 32] {
     use hmac::Mac as _;
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret)
@@ -168,7 +168,7 @@ fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
 /// The `kid` of a secret: 16 hex digits of a keyed hash, the same on every service holding
 /// the secret, useless for guessing it.
 fn key_id(secret: &[u8]) -> String {
-    derive(secret, b"todo-grpc key id v1")[..8].iter().map(|b| format!("{b:02x}")).collect()
+    derive_key(secret, b"todo-grpc key id v1")[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A set of keys: the first signs, every one verifies.
@@ -259,7 +259,7 @@ impl TokenKeys {
         let secrets = std::iter::once(secret).chain(verification_only);
         let user_keys = KeyRing(secrets.clone().map(|s| Key::new(&s.0)).collect());
         let service_keys =
-            KeyRing(secrets.map(|s| Key::new(&derive(&s.0, b"todo-grpc service token key v1"))).collect());
+            KeyRing(secrets.map(|s| Key::new(&derive_key(&s.0, b"todo-grpc service token key v1"))).collect());
         // jsonwebtoken requires only `exp` by default and checks `iss`/`aud` only when present;
         // every claim of the contract is mandatory here. (`iat`, `email` and `jti` are required
         // by `Claims` itself: a token without them fails to deserialize.)

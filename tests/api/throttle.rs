@@ -1,5 +1,6 @@
 //! Login and sign-up throttling: per client address and per normalised email, counted
-//! atomically before any hashing, the same for unknown and known emails.
+//! atomically before any hashing, the same for unknown and known emails; on PostgreSQL, one
+//! allowance however many replicas share the database.
 
 use std::time::Duration;
 
@@ -19,7 +20,11 @@ on_both_backends!(
 const PASSWORD: &str = "plum-kettle-orbit-42";
 
 async fn start_throttled(backend: Backend, throttle: ThrottleConfig) -> Running {
-    let db = TestDb::new(backend).await;
+    replica(TestDb::new(backend).await.into(), throttle).await
+}
+
+/// An auth-service on `db` with `throttle` and its metrics served.
+async fn replica(db: std::sync::Arc<TestDb>, throttle: ThrottleConfig) -> Running {
     let mut config = auth_config(&db);
     config.throttle = throttle;
     config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -36,9 +41,14 @@ fn login(email: &str, password: &str) -> LoginRequest {
 
 /// Fires `n` logins at once; returns (code, message) of each.
 async fn parallel_logins(auth: &Running, n: usize, email: &str, password: &str) -> Vec<(Code, String)> {
+    spread_logins(&[auth], n, email, password).await
+}
+
+/// Fires `n` logins at once, the i-th to `replicas[i % len]`; returns (code, message) of each.
+async fn spread_logins(replicas: &[&Running], n: usize, email: &str, password: &str) -> Vec<(Code, String)> {
     let mut handles = Vec::new();
-    for _ in 0..n {
-        let mut client = auth_client(auth).await;
+    for i in 0..n {
+        let mut client = auth_client(replicas[i % replicas.len()]).await;
         let request = login(email, password);
         handles.push(tokio::spawn(async move {
             match client.login(request).await {
@@ -198,4 +208,84 @@ async fn refresh_and_wrong_current_passwords_are_throttled(backend: Backend) {
     // attempt (sign-up, login, three changes), hit the address's.
     assert_eq!(refusals("password_per_email"), Some(1.0), "{}", scrape.text);
     assert_eq!(refusals("password_per_address"), Some(1.0), "{}", scrape.text);
+}
+
+/// Two replicas on one database: attempts spread over both are counted as if one process
+/// took them all, on the database's clock, and the database holds no email or address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_allowance_on_postgres() {
+    require(Backend::Postgres);
+    let db = std::sync::Arc::new(TestDb::new(Backend::Postgres).await);
+    let throttle = ThrottleConfig {
+        per_address: per_minute(12),
+        per_email: per_minute(4),
+        trusted_proxies: TrustedProxies::default(),
+    };
+    let first = replica(db.clone(), throttle.clone()).await;
+    let second = replica(db.clone(), throttle).await;
+    let email = "shared@example.com";
+    let mut client = auth_client(&first).await;
+    client.sign_up(SignUpRequest { email: email.into(), password: PASSWORD.into() }).await.unwrap();
+
+    // 10 guesses at once, alternating replicas: the sign-up spent one of the email's 4, so
+    // exactly 3 get a password check, as with one replica; each replica alone would allow 4.
+    let guesses = spread_logins(&[&first, &second], 10, email, "wrong-guess-1").await;
+    assert_eq!(count(&guesses, Code::Unauthenticated), 3, "{guesses:?}");
+    assert_eq!(count(&guesses, Code::ResourceExhausted), 7, "{guesses:?}");
+    assert!(guesses.iter().all(|(c, m)| *c != Code::ResourceExhausted || m.contains("this email address")));
+
+    // The address has spent 11 of its 12 (sign-up and 10 logins, all counted before the
+    // email's check): one more attempt on either replica, then the other refuses.
+    let mut on_second = auth_client(&second).await;
+    let last = on_second.login(login("fresh@example.com", "wrong-guess-1")).await.unwrap_err();
+    assert_eq!(last.code(), Code::Unauthenticated);
+    let refused = client.login(login("fresh-2@example.com", "wrong-guess-1")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("from your address"), "{}", refused.message());
+    // The wait comes from the shared count: 12/min refills one attempt every 5 s.
+    let delay = refused.get_details_retry_info().and_then(|r| r.retry_delay).expect("RetryInfo");
+    assert!(delay > Duration::ZERO && delay <= Duration::from_secs(5), "{delay:?}");
+
+    // Keys: the address, `shared@` and `fresh@` (`fresh-2@` was refused at the address and
+    // never charged), each a 16-byte HMAC with nothing of the email or address in it.
+    assert_eq!(db.scalar("SELECT count(*) FROM auth_throttle", None).await, 3);
+    assert_eq!(db.scalar("SELECT count(*) FROM auth_throttle WHERE octet_length(key) <> 16", None).await, 0);
+    let plain = "SELECT count(*) FROM auth_throttle WHERE position(convert_to('shared', 'UTF8') IN key) > 0 \
+                 OR position('\\x7f000001'::bytea IN key) > 0";
+    assert_eq!(db.scalar(plain, None).await, 0);
+
+    // Each replica counts the refusals it answered; together they are one process's.
+    let mut refusals = (0.0, 0.0);
+    for running in [&first, &second] {
+        let scrape = scrape(running.metrics.expect("metrics served")).await;
+        let value = |kind| scrape.value("todo_throttle_refusals_total", &[("kind", kind)]).unwrap_or(0.0);
+        refusals.0 += value("password_per_email");
+        refusals.1 += value("password_per_address");
+    }
+    assert_eq!(refusals, (7.0, 1.0));
+}
+
+/// A successful login on one replica forgives the email's failed attempts on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_forgives_the_email_on_every_replica_on_postgres() {
+    require(Backend::Postgres);
+    let db = std::sync::Arc::new(TestDb::new(Backend::Postgres).await);
+    let throttle =
+        ThrottleConfig { per_address: None, per_email: per_minute(3), trusted_proxies: TrustedProxies::default() };
+    let first = replica(db.clone(), throttle.clone()).await;
+    let second = replica(db.clone(), throttle).await;
+    let (mut a, mut b) = (auth_client(&first).await, auth_client(&second).await);
+    a.sign_up(SignUpRequest { email: "forgiven@example.com".into(), password: PASSWORD.into() }).await.unwrap();
+    assert_eq!(
+        b.login(login("forgiven@example.com", "wrong-guess-1")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    a.login(login("forgiven@example.com", PASSWORD)).await.unwrap();
+    assert_eq!(db.scalar("SELECT count(*) FROM auth_throttle", None).await, 0, "the email's count is gone");
+    // A full burst again, on the other replica: 3 wrong guesses checked, the 4th refused.
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(b.login(login("forgiven@example.com", "wrong-guess-1")).await.unwrap_err().code());
+    }
+    assert_eq!(codes, [Code::Unauthenticated, Code::Unauthenticated, Code::Unauthenticated, Code::ResourceExhausted]);
 }

@@ -2,6 +2,7 @@
 
 mod postgres;
 mod postgres_sessions;
+mod postgres_throttle;
 mod sqlite;
 mod sqlite_sessions;
 
@@ -28,6 +29,12 @@ pub static MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "create sessions",
             sql: include_str!("../../migrations/postgres/0002_create_sessions.sql"),
+        },
+        // SQLite has no counterpart: there the throttle's counts stay in the one process.
+        MigrationFile {
+            version: 3,
+            description: "create throttle",
+            sql: include_str!("../../migrations/postgres/0003_create_throttle.sql"),
         },
     ],
     sqlite: &[
@@ -225,6 +232,40 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn prune(&self, rules: RefreshRules, events_before: OffsetDateTime) -> Result<(u64, u64), Error>;
 }
 
+/// A throttle key: 128 bits of an HMAC of the limit and the email or address.
+pub type ThrottleKey = [u8; 16];
+
+/// One attempt's charge against one GCRA limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Charge {
+    pub key: ThrottleKey,
+    /// Spacing of attempts once the burst is spent.
+    pub interval: std::time::Duration,
+    /// How far ahead of now the key's theoretical arrival time may run.
+    pub tolerance: std::time::Duration,
+}
+
+/// Which charge was refused, and how long until it would be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    First(std::time::Duration),
+    Then(std::time::Duration),
+}
+
+/// Throttle counts shared by every replica (PostgreSQL only).
+#[tonic::async_trait]
+pub trait ThrottleStore: Send + Sync + 'static {
+    /// Spends one attempt of `first` and, only if that was allowed, of `then`, in one
+    /// atomic statement on the database's clock.
+    async fn spend(&self, first: Charge, then: Option<Charge>) -> Result<Option<Refused>, Error>;
+
+    /// Forgets a key's attempts.
+    async fn forgive(&self, key: ThrottleKey) -> Result<(), Error>;
+
+    /// Deletes the counts that are back to a full burst; returns how many.
+    async fn prune_throttle(&self) -> Result<u64, Error>;
+}
+
 /// Everything auth-service stores.
 pub trait Store: UserStore + SessionStore {}
 impl<T: UserStore + SessionStore> Store for T {}
@@ -234,6 +275,15 @@ pub fn for_pool(pool: &Pool) -> Arc<dyn Store> {
     match pool {
         Pool::Postgres(pool) => Arc::new(postgres::PgStore::new(pool.clone())),
         Pool::Sqlite(pool) => Arc::new(sqlite::SqliteStore::new(pool.clone())),
+    }
+}
+
+/// Where throttle counts are shared by replicas: PostgreSQL. `None` on SQLite, which has one
+/// process and keeps them in its memory.
+pub fn shared_throttle(pool: &Pool) -> Option<Arc<dyn ThrottleStore>> {
+    match pool {
+        Pool::Postgres(pool) => Some(Arc::new(postgres_throttle::PgThrottle::new(pool.clone()))),
+        Pool::Sqlite(_) => None,
     }
 }
 
