@@ -7,6 +7,7 @@ use todo_shared::config::{ConfigError, Env, Logging, TokenConfig};
 use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::limits::ServerLimits;
+use todo_shared::tls::ServerTls;
 
 use crate::password::{HashLimits, MAX_CONCURRENT_HASHES};
 use crate::sessions::SessionPolicy;
@@ -78,6 +79,9 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     /// `GRPC_*`: message size, streams, in-flight cap, timeouts, keep-alive, drain.
     pub limits: ServerLimits,
+    /// `TLS_CERT_FILE`, `TLS_KEY_FILE`; `TLS_CLIENT_CA_FILE` (demanded on the internal
+    /// session-event RPC only). Unset: plaintext.
+    pub tls: Option<ServerTls>,
 }
 
 impl Config {
@@ -110,6 +114,7 @@ impl Config {
             hashing,
             throttle: throttle_config(env)?,
             limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,
+            tls: todo_shared::tls::server_from_env(env)?,
         })
     }
 }

@@ -25,6 +25,7 @@ use todo_contract::auth::v1::auth_service_server::AuthServiceServer;
 use todo_shared::db::Pool;
 use todo_shared::readiness::{Readiness, ReadyGate};
 use todo_shared::server::GrpcHost;
+use todo_shared::tls::RequireClientCert;
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
 
@@ -55,12 +56,14 @@ pub enum StartError {
     Token(#[from] todo_shared::token::SelfTestFailed),
     #[error("password hasher: {0}")]
     Hasher(#[from] error::Error),
+    #[error(transparent)]
+    Tls(todo_shared::config::ConfigError),
 }
 
 impl StartError {
     /// Whether the operator's configuration is at fault (exit status 2) rather than the binary.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Bind { .. } | Self::MetricsBind { .. } | Self::Database(_))
+        matches!(self, Self::Bind { .. } | Self::MetricsBind { .. } | Self::Database(_) | Self::Tls(_))
     }
 }
 
@@ -81,7 +84,9 @@ impl Application {
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
             .with_limits(config.limits.clone())
-            .with_cors(config.cors.clone());
+            .with_cors(config.cors.clone())
+            .with_tls(config.tls.clone())
+            .map_err(StartError::Tls)?;
         if let Some(addr) = config.metrics_addr {
             host = host.serve_metrics_on(addr).await.map_err(|source| StartError::MetricsBind { addr, source })?;
         }
@@ -110,9 +115,13 @@ impl Application {
             host.readiness(),
         ));
         let gate = ReadyGate(host.readiness());
+        // The internal RPC: with TLS_CLIENT_CA_FILE, for holders of a client certificate
+        // only (task-service); the public API stays open to browsers and apps.
+        let client_ca = config.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
+        let internal = RequireClientCert { required: client_ca, inner: gate.clone() };
         let host = host
-            .add_service(InterceptedService::new(api, gate.clone()))
-            .add_service(InterceptedService::new(feed, gate))
+            .add_service(InterceptedService::new(api, gate))
+            .add_service(InterceptedService::new(feed, internal))
             .supervise_database(pool, &store::MIGRATIONS);
         tokio::spawn(feed::watch_head(Arc::clone(&store), signal));
         let readiness = host.readiness();
@@ -135,8 +144,8 @@ impl Application {
             }
         });
 
-        tracing::info!(addr = %host.local_addr(), database = ?config.database, signing_kid = keys.signing_key_id(),
-            "auth-service listening");
+        tracing::info!(addr = %host.local_addr(), tls = config.tls.is_some(), client_ca, database = ?config.database,
+            signing_kid = keys.signing_key_id(), "auth-service listening");
         Ok(Self { host })
     }
 

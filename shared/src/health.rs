@@ -111,8 +111,10 @@ impl Health for HealthApi {
 
 /// `<binary> healthcheck`: asks the service listening on `addr` (an unspecified address means
 /// this host) for its `grpc.health.v1` status, as a container's health check does without a
-/// shell or a probe binary in the image. `Ok(())` when SERVING; otherwise a line saying why.
-pub fn probe(mut addr: std::net::SocketAddr) -> Result<(), String> {
+/// shell or a probe binary in the image; over TLS when `tls` (the certificate is not checked:
+/// see [`connect_unverified`](crate::tls::client::connect_unverified)). `Ok(())` when
+/// SERVING; otherwise a line saying why.
+pub fn probe(mut addr: std::net::SocketAddr, tls: bool) -> Result<(), String> {
     use tonic_health::pb::health_client::HealthClient;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
@@ -130,7 +132,13 @@ pub fn probe(mut addr: std::net::SocketAddr) -> Result<(), String> {
             .map_err(|e| format!("{addr}: {e}"))?
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(3));
-        let channel = endpoint.connect().await.map_err(|e| format!("{addr}: cannot connect: {e}"))?;
+        let channel = if tls {
+            let connect = tower::service_fn(move |_| crate::tls::client::connect_unverified(addr));
+            endpoint.connect_with_connector(connect).await
+        } else {
+            endpoint.connect().await
+        };
+        let channel = channel.map_err(|e| format!("{addr}: cannot connect: {}", crate::telemetry::error_chain(&e)))?;
         let answer = HealthClient::new(channel)
             .check(HealthCheckRequest { service: String::new() })
             .await
@@ -150,14 +158,17 @@ pub fn healthcheck_command(
     listen_var: &'static str,
     default: std::net::SocketAddr,
 ) -> std::process::ExitCode {
-    let addr = match crate::config::Env::process().socket_addr(listen_var, default) {
-        Ok(addr) => addr,
+    let env = crate::config::Env::process();
+    // The service serves TLS when it has a certificate: then so must the probe.
+    let target = env.socket_addr(listen_var, default).and_then(|addr| Ok((addr, env.get("TLS_CERT_FILE")?.is_some())));
+    let (addr, tls) = match target {
+        Ok(target) => target,
         Err(err) => {
             eprintln!("{binary} healthcheck: configuration error: {err}");
             return std::process::ExitCode::from(crate::config::EXIT_BAD_CONFIG as u8);
         }
     };
-    match probe(addr) {
+    match probe(addr, tls) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(why) => {
             eprintln!("{binary} healthcheck: not serving: {why}");

@@ -28,5 +28,6 @@ pub mod server;
 pub mod supervisor;
 pub mod telemetry;
 pub mod timestamp;
+pub mod tls;
 pub mod token;
 pub mod validation;

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Sleep;
 use tokio_stream::Stream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 use crate::telemetry::LogEvery;
 
@@ -44,22 +44,41 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// The accepted connections of a listener, as tonic's server consumes them.
+/// The plaintext connections of a listener, as tonic's server consumes them.
 pub struct Incoming {
-    listener: TcpListener,
-    keepalive: TcpKeepalive,
+    accept: Accept,
     handshake_timeout: Duration,
-    backoff: Option<(Pin<Box<Sleep>>, Duration)>,
-    accept_errors: LogEvery,
 }
 
 impl Incoming {
     /// `keepalive`: idle time before the first TCP keep-alive probe (and between probes).
     pub fn new(listener: TcpListener, keepalive: Duration, handshake_timeout: Duration) -> Self {
+        Self { accept: Accept::new(listener, keepalive), handshake_timeout }
+    }
+}
+
+impl Stream for Incoming {
+    type Item = io::Result<Handshake<TcpStream>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let timeout = self.handshake_timeout;
+        Pin::new(&mut self.accept).poll_next(cx).map(|next| next.map(|accepted| Ok(Handshake::new(accepted?, timeout))))
+    }
+}
+
+/// Accepted TCP connections, with their socket options set; accept errors back off.
+pub struct Accept {
+    listener: TcpListener,
+    keepalive: TcpKeepalive,
+    backoff: Option<(Pin<Box<Sleep>>, Duration)>,
+    accept_errors: LogEvery,
+}
+
+impl Accept {
+    pub fn new(listener: TcpListener, keepalive: Duration) -> Self {
         Self {
             listener,
             keepalive: TcpKeepalive::new().with_time(keepalive).with_interval(keepalive),
-            handshake_timeout,
             backoff: None,
             accept_errors: LogEvery::new(Duration::from_secs(10)),
         }
@@ -82,8 +101,8 @@ fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-impl Stream for Incoming {
-    type Item = io::Result<Handshake<TcpStream>>;
+impl Stream for Accept {
+    type Item = io::Result<TcpStream>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -102,7 +121,7 @@ impl Stream for Incoming {
                     {
                         tracing::debug!(error = %err, "cannot set TCP options on an accepted connection");
                     }
-                    return Poll::Ready(Some(Ok(Handshake::new(stream, this.handshake_timeout))));
+                    return Poll::Ready(Some(Ok(stream)));
                 }
                 Poll::Ready(Err(err)) if is_per_connection(&err) => continue,
                 Poll::Ready(Err(err)) => {
@@ -209,7 +228,12 @@ impl Progress {
 
 impl<IO> Handshake<IO> {
     pub fn new(inner: IO, timeout: Duration) -> Self {
-        let deadline = Box::pin(tokio::time::sleep(timeout));
+        Self::until(inner, tokio::time::Instant::now() + timeout)
+    }
+
+    /// With a deadline already running (a TLS handshake spent part of it).
+    pub fn until(inner: IO, deadline: tokio::time::Instant) -> Self {
+        let deadline = Box::pin(tokio::time::sleep_until(deadline));
         Self { inner, state: State::Waiting { deadline, progress: Progress::Preface(0) } }
     }
 }
@@ -265,12 +289,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Handshake<IO> {
     }
 }
 
-/// tonic's `Request::remote_addr` reads [`TcpConnectInfo`]: the wrapper passes the socket's
-/// own through (the auth throttles key on it).
-impl Connected for Handshake<TcpStream> {
-    type ConnectInfo = TcpConnectInfo;
+/// tonic's `Request::remote_addr` and `peer_certs` read the connection's info (the auth
+/// throttles key on the address; mutual TLS checks the certificates): the wrapper passes the
+/// wrapped connection's own through.
+impl<IO: Connected> Connected for Handshake<IO> {
+    type ConnectInfo = IO::ConnectInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
+    fn connect_info(&self) -> IO::ConnectInfo {
         self.inner.connect_info()
     }
 }

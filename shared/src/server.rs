@@ -5,6 +5,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,6 +14,7 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
 
+use crate::config::ConfigError;
 use crate::cors::AllowedOrigins;
 use crate::db::{Migrations, Pool};
 use crate::limits::{LimitLayer, ServerLimits};
@@ -19,6 +22,8 @@ use crate::listener::Incoming;
 use crate::metrics::rpc::RpcMetricsLayer;
 use crate::metrics::{self, Metrics, Sampled};
 use crate::readiness::Readiness;
+use crate::tls::incoming::TlsIncoming;
+use crate::tls::{Reloading, ServerTls};
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -57,6 +62,8 @@ pub struct GrpcHost {
     metrics: Metrics,
     /// `METRICS_ADDR`'s listener, when there is one.
     metrics_listener: Option<(TcpListener, SocketAddr)>,
+    /// `TLS_CERT_FILE` and company; plaintext without.
+    tls: Option<Arc<Reloading>>,
 }
 
 impl GrpcHost {
@@ -95,6 +102,7 @@ impl GrpcHost {
             database: None,
             metrics,
             metrics_listener: None,
+            tls: None,
         })
     }
 
@@ -129,6 +137,12 @@ impl GrpcHost {
     pub fn with_limits(mut self, limits: ServerLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Serves TLS with these files (reloaded when they change), or plaintext for `None`.
+    pub fn with_tls(mut self, tls: Option<ServerTls>) -> Result<Self, ConfigError> {
+        self.tls = tls.map(Reloading::new).transpose()?.map(Arc::new);
+        Ok(self)
     }
 
     /// Browser origins allowed to call through gRPC-web (none by default).
@@ -178,9 +192,8 @@ impl GrpcHost {
             tracing::info!(addr = %addr, "metrics at http://{addr}/metrics");
             tokio::spawn(crate::metrics::endpoint::serve(listener, self.metrics.clone()))
         });
-        let incoming = Incoming::new(self.listener, self.limits.keepalive_interval, self.limits.handshake_timeout);
         let limits = &self.limits;
-        let server = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             // gRPC-web arrives over HTTP/1.1 as well as HTTP/2.
             .accept_http1(true)
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -205,12 +218,30 @@ impl GrpcHost {
             .layer(RpcMetricsLayer::new(&self.metrics))
             // Inside gRPC-web, so its refusals reach browsers as gRPC-web too.
             .layer(LimitLayer::new(limits, &self.metrics))
-            .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(incoming, signal);
+            .add_routes(self.routes.routes());
+        let (keepalive, handshake_timeout) = (limits.keepalive_interval, limits.handshake_timeout);
+        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match self.tls {
+                Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                    TlsIncoming::new(self.listener, keepalive, handshake_timeout, tls),
+                    signal,
+                )),
+                None => {
+                    if !self.local_addr.ip().is_loopback() {
+                        tracing::warn!(addr = %self.local_addr,
+                        "serving plaintext beyond loopback: passwords and tokens cross the network unencrypted \
+                         unless a proxy in front terminates TLS; set TLS_CERT_FILE and TLS_KEY_FILE to serve TLS");
+                    }
+                    Box::pin(router.serve_with_incoming_shutdown(
+                        Incoming::new(self.listener, keepalive, handshake_timeout),
+                        signal,
+                    ))
+                }
+            };
 
         let drain_timeout = self.limits.drain_timeout;
         let database = self.database;
-        tokio::pin!(server);
+        let mut server = server;
         let deadline = async move {
             if drain_rx.await.is_ok() {
                 tokio::time::sleep(drain_timeout).await;

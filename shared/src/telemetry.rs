@@ -128,6 +128,19 @@ fn outcome_level(code: tonic::Code) -> Level {
     }
 }
 
+/// An error and its causes on one line. tonic's transport errors say only "transport error";
+/// the reason (connection refused, a certificate not trusted, ...) is in their sources.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

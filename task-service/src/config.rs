@@ -8,6 +8,8 @@ use todo_shared::cors::AllowedOrigins;
 use todo_shared::db::{DatabaseUrl, PoolSettings};
 use todo_shared::limits::ServerLimits;
 use todo_shared::rate_limit::Rate;
+use todo_shared::tls::ServerTls;
+use todo_shared::tls::client::PeerTls;
 
 use crate::watch::WatchLimits;
 
@@ -47,6 +49,12 @@ pub struct Config {
     /// `TASK_MAX_TASKS_PER_USER`, default 100,000 (as Google Tasks): tasks one account may
     /// hold; CreateTask beyond it is RESOURCE_EXHAUSTED.
     pub max_tasks_per_user: i64,
+    /// `TLS_CERT_FILE`, `TLS_KEY_FILE`; `TLS_CLIENT_CA_FILE` (then every TaskService call
+    /// needs a client certificate; health and reflection do not). Unset: plaintext.
+    pub tls: Option<ServerTls>,
+    /// `AUTH_CA_FILE`, `AUTH_CLIENT_CERT_FILE`, `AUTH_CLIENT_KEY_FILE`: TLS to an `https://`
+    /// `AUTH_SERVICE_URL`.
+    pub auth_tls: Option<PeerTls>,
 }
 
 impl Config {
@@ -71,6 +79,11 @@ impl Config {
             cors: env.cors_origins()?,
             limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,
             auth_service_url: auth_service_url(env)?,
+            auth_tls: {
+                let https = auth_service_url(env)?.is_some_and(|url| url.starts_with("https://"));
+                todo_shared::tls::client::peer_from_env(env, https)?
+            },
+            tls: todo_shared::tls::server_from_env(env)?,
             revocation_max_staleness: revocation_max_staleness(env)?,
             watch: watch_limits(env)?,
             max_tasks_per_user: {
@@ -115,8 +128,11 @@ fn auth_service_url(env: &Env) -> Result<Option<String>, ConfigError> {
     let parsed = tonic::transport::Endpoint::from_shared(url.clone())
         .map_err(|e| ConfigError::new("AUTH_SERVICE_URL", format!("{url:?} is not a URL: {e}")))?;
     match parsed.uri().scheme_str() {
-        Some("http") => Ok(Some(url)),
-        _ => Err(ConfigError::new("AUTH_SERVICE_URL", format!("expected http://host:port, got {url:?}"))),
+        Some("http" | "https") => Ok(Some(url)),
+        _ => Err(ConfigError::new(
+            "AUTH_SERVICE_URL",
+            format!("expected http://host:port or https://host:port, got {url:?}"),
+        )),
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use todo_contract::auth::internal::v1 as pb;
 use todo_contract::auth::internal::v1::session_event_service_client::SessionEventServiceClient;
 use todo_shared::readiness::Readiness;
+use todo_shared::tls::client::PeerTls;
 use todo_shared::token::TokenKeys;
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
@@ -67,6 +68,9 @@ impl Freshness {
 
 pub struct Follower {
     pub endpoint: Endpoint,
+    /// TLS to an `https://` auth-service, its files read again for every connection (so a
+    /// rotated client certificate is presented from the next one on).
+    pub tls: Option<PeerTls>,
     pub keys: Arc<TokenKeys>,
     pub revocations: Arc<Revocations>,
     pub freshness: Arc<Freshness>,
@@ -79,8 +83,10 @@ pub struct Follower {
 /// Why one connection to the feed ended.
 #[derive(Debug, thiserror::Error)]
 enum Ended {
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect: {}", todo_shared::telemetry::error_chain(.0))]
     Connect(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Tls(#[from] todo_shared::config::ConfigError),
     #[error("{}", .0.message())]
     Status(#[from] tonic::Status),
     #[error("no heartbeat for {} s", SILENCE_LIMIT.as_secs())]
@@ -148,7 +154,11 @@ impl Follower {
     }
 
     async fn follow_inner(&self, position: &mut i64, purges: &mpsc::UnboundedSender<(i64, Uuid)>) -> Result<(), Ended> {
-        let channel = self.endpoint.connect().await?;
+        let endpoint = match &self.tls {
+            None => self.endpoint.clone(),
+            Some(tls) => self.endpoint.clone().tls_config(tls.tonic_config()?)?,
+        };
+        let channel = endpoint.connect().await?;
         let mut request = tonic::Request::new(pb::FollowSessionEventsRequest { after_position: *position });
         let token = self.keys.mint_service_token(SERVICE)?;
         let bearer = format!("Bearer {token}").parse().map_err(|_| tonic::Status::internal("unprintable token"))?;

@@ -26,6 +26,7 @@ use todo_shared::metrics::{Counter, Sampled};
 use todo_shared::rate_limit::{Limiter, Rate};
 use todo_shared::readiness::Readiness;
 use todo_shared::server::GrpcHost;
+use todo_shared::tls::RequireClientCert;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -62,12 +63,17 @@ pub enum StartError {
     Token(#[from] todo_shared::token::SelfTestFailed),
     #[error("AUTH_SERVICE_URL: {0}")]
     AuthUrl(String),
+    #[error(transparent)]
+    Tls(todo_shared::config::ConfigError),
 }
 
 impl StartError {
     /// Whether the operator's configuration is at fault (exit status 2) rather than the binary.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Bind { .. } | Self::MetricsBind { .. } | Self::Database(_) | Self::AuthUrl(_))
+        matches!(
+            self,
+            Self::Bind { .. } | Self::MetricsBind { .. } | Self::Database(_) | Self::AuthUrl(_) | Self::Tls(_)
+        )
     }
 }
 
@@ -134,7 +140,9 @@ impl Application {
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
             .with_limits(config.limits.clone())
-            .with_cors(config.cors.clone());
+            .with_cors(config.cors.clone())
+            .with_tls(config.tls.clone())
+            .map_err(StartError::Tls)?;
         if let Some(addr) = config.metrics_addr {
             host = host.serve_metrics_on(addr).await.map_err(|source| StartError::MetricsBind { addr, source })?;
         }
@@ -162,6 +170,7 @@ impl Application {
                     endpoint: tonic::transport::Endpoint::from_shared(url.clone())
                         .map_err(|e| StartError::AuthUrl(e.to_string()))?
                         .connect_timeout(std::time::Duration::from_secs(2)),
+                    tls: config.auth_tls.clone(),
                     keys: Arc::clone(&keys),
                     revocations: Arc::clone(&revocations),
                     freshness,
@@ -214,9 +223,14 @@ impl Application {
             PerUserRate { rate, limiter: Arc::new(Limiter::new(rate)), refused }
         });
         let gate = Gate { bearer: RequireBearer::new(keys), revocations, readiness: host.readiness(), per_user };
+        // Mutual TLS, when asked for, before anything else: a caller without a client
+        // certificate learns nothing more.
+        let client_ca = config.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
+        let gate = RequireClientCert { required: client_ca, inner: gate };
         let host = host.add_service(InterceptedService::new(api, gate)).supervise_database(pool, &store::MIGRATIONS);
 
-        tracing::info!(addr = %host.local_addr(), database = ?config.database, "task-service listening");
+        tracing::info!(addr = %host.local_addr(), tls = config.tls.is_some(), client_ca, database = ?config.database,
+            "task-service listening");
         Ok(Self { host })
     }
 

@@ -16,6 +16,7 @@ mod request_id;
 mod sessions;
 mod tasks;
 mod throttle;
+mod tls;
 mod transport;
 mod watch;
 mod web;

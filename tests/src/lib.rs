@@ -7,6 +7,7 @@
 //! filtered out.
 
 pub mod adversary;
+pub mod certs;
 mod clients;
 mod db;
 pub mod proxy;

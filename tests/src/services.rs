@@ -75,6 +75,7 @@ pub fn auth_config(db: &TestDb) -> auth_service::Config {
         // its own tests, with limits small enough to reach.
         throttle: auth_service::throttle::ThrottleConfig::off(),
         limits: test_limits(auth_service::DEFAULT_MAX_REQUEST_BYTES),
+        tls: None,
     }
 }
 
@@ -102,6 +103,8 @@ pub fn task_config(db: &TestDb) -> task_service::Config {
         // The rate has its own test.
         rate_per_user: None,
         max_tasks_per_user: task_service::Config::DEFAULT_MAX_TASKS_PER_USER,
+        tls: None,
+        auth_tls: None,
     }
 }
 
