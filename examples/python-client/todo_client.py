@@ -364,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="auth-service address (default: %(default)s)")
     parser.add_argument("--tasks", default="127.0.0.1:50052", metavar="HOST:PORT",
                         help="task-service address (default: %(default)s)")
+    parser.add_argument("--ca-file", metavar="PEM",
+                        help="connect over TLS, checking the services' certificates against this"
+                             " CA (default: plaintext, as the services listen by default)")
     parser.add_argument("--email", help="account email (default: a fresh random one)")
     parser.add_argument("--password", help="account password (default: a fresh random one)")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
@@ -379,10 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     email = args.email or f"py-client-{secrets.token_hex(6)}@example.com"
     password = args.password or secrets.token_urlsafe(24)
 
-    # Plaintext, as the services listen by default; behind TLS use
-    # grpc.secure_channel(address, grpc.ssl_channel_credentials()).
-    with grpc.insecure_channel(args.auth) as auth_channel, \
-            grpc.insecure_channel(args.tasks) as task_channel:
+    def connect(address: str) -> grpc.Channel:
+        if args.ca_file is None:
+            return grpc.insecure_channel(address)
+        # The services' TLS (TLS_CERT_FILE): the certificate must name the host in `address`.
+        # For a publicly trusted certificate, ssl_channel_credentials() with no roots.
+        with open(args.ca_file, "rb") as ca:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca.read())
+        return grpc.secure_channel(address, credentials)
+
+    with connect(args.auth) as auth_channel, connect(args.tasks) as task_channel:
         api = Api(auth_channel, task_channel, args.timeout)
         try:
             if args.command == "watch":
