@@ -10,6 +10,7 @@ pub mod adversary;
 pub mod certs;
 mod clients;
 mod db;
+pub mod ha;
 pub mod proxy;
 mod scrape;
 mod services;

@@ -8,6 +8,11 @@
 //! succeeds again without any service being restarted, and every acknowledged write is in
 //! the new primary. It reports the window of failed calls and the time to recover.
 //!
+//! Across the replicas, before and after the failover: a logout reaches both task-service
+//! replicas within 1 s; and a watcher on task1 (WatchTasks, resuming with its token whenever
+//! its stream ends) receives every acknowledged task created through task2, before, during
+//! and after the failover.
+//!
 //! `deploy/ha/test` runs it against a cluster it brings up and tears down; by hand:
 //! `deploy/ha/cluster up && cargo run -p todo-tests --bin ha_failover; deploy/ha/cluster down`
 
@@ -22,58 +27,91 @@ use std::time::{Duration, Instant};
 
 use sqlx::ConnectOptions as _;
 use todo_contract::auth::v1::auth_service_client::AuthServiceClient;
-use todo_contract::auth::v1::{LoginRequest, SignUpRequest};
-use todo_contract::task::v1::CreateTaskRequest;
+use todo_contract::auth::v1::{LoginRequest, LogoutRequest, SignUpRequest};
 use todo_contract::task::v1::task_service_client::TaskServiceClient;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use todo_contract::task::v1::watch_tasks_response::EventType;
+use todo_contract::task::v1::{CreateTaskRequest, ListTasksRequest, WatchTasksRequest};
+use todo_tests::ha::{Cluster, channel, host_port, http_get, request as with_deadline, signal};
 use tonic::Code;
 use tonic::transport::Channel;
 
 const PASSWORD: &str = "plum-kettle-orbit-42";
-/// Each call's deadline: longer than the services' wait for a pooled connection (2 s), so a
-/// database that is away is answered by the service (UNAVAILABLE), not by the client's clock.
-const CALL_DEADLINE: Duration = Duration::from_secs(5);
 const TASK_WRITERS: usize = 4;
 
-/// `deploy/ha/cluster env`, as a map.
-fn cluster_env() -> HashMap<String, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ha/cluster");
-    let output = std::process::Command::new(script).arg("env").output().expect("deploy/ha/cluster env");
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .lines()
-        .filter_map(|line| line.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect()
+/// Signs up and logs in a fresh account through the load balancer; returns its access token.
+async fn account(auth: &mut AuthServiceClient<Channel>, name: &str) -> Result<String, String> {
+    let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
+    auth.sign_up(with_deadline(SignUpRequest { email: email.clone(), password: PASSWORD.into() }, None))
+        .await
+        .map_err(|s| format!("sign-up of {name}: {s}"))?;
+    let login = auth
+        .login(with_deadline(LoginRequest { email, password: PASSWORD.into() }, None))
+        .await
+        .map_err(|s| format!("login of {name}: {s}"))?;
+    Ok(login.into_inner().access_token)
 }
 
-/// The HTTP status of `GET path` on `addr`, or `None` if nothing answers.
-async fn http_status(addr: &str, path: &str) -> Option<u16> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
-        String::from_utf8_lossy(&raw).split(' ').nth(1)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(2), exchange).await.ok().flatten()
-}
-
-fn host_port(url: &str) -> &str {
-    url.trim_start_matches("http://").trim_end_matches('/')
-}
-
-async fn channel(url: &str) -> Channel {
-    Channel::from_shared(url.to_owned()).expect("url").connect().await.expect("connect to the load balancer")
-}
-
-fn with_deadline<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(CALL_DEADLINE);
-    if let Some(token) = token {
-        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+/// How long after a logout through the load balancer both task-service replicas refuse its
+/// token (each asked directly).
+async fn revocation_delay(auth: &mut AuthServiceClient<Channel>, replicas: &[Channel]) -> Result<Duration, String> {
+    let token = account(auth, "revoked").await?;
+    for replica in replicas {
+        TaskServiceClient::new(replica.clone())
+            .list_tasks(with_deadline(ListTasksRequest::default(), Some(&token)))
+            .await
+            .map_err(|s| format!("ListTasks before the logout: {s}"))?;
     }
-    request
+    auth.logout(with_deadline(LogoutRequest::default(), Some(&token))).await.map_err(|s| format!("logout: {s}"))?;
+    let logged_out = Instant::now();
+    for replica in replicas {
+        let mut client = TaskServiceClient::new(replica.clone());
+        loop {
+            match client.list_tasks(with_deadline(ListTasksRequest::default(), Some(&token))).await {
+                Err(status) if status.code() == Code::Unauthenticated => break,
+                _ if logged_out.elapsed() > Duration::from_secs(10) => {
+                    return Err("a task-service replica still honoured a logged-out token after 10 s".into());
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    Ok(logged_out.elapsed())
+}
+
+/// Follows `token`'s tasks on `replica` until `stop`, resuming from its last token whenever
+/// the stream ends (the database going away ends it with UNAVAILABLE); returns every task id
+/// it was sent as UPSERTED.
+async fn watch(replica: Channel, token: String, stop: Arc<AtomicBool>) -> (Vec<String>, usize) {
+    let (mut seen, mut resumes, mut resume_token) = (Vec::new(), 0, String::new());
+    let mut client = TaskServiceClient::new(replica);
+    while !stop.load(Ordering::Relaxed) {
+        let mut request = tonic::Request::new(WatchTasksRequest { resume_token: resume_token.clone() });
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        if let Ok(stream) = client.watch_tasks(request).await {
+            let mut stream = stream.into_inner();
+            loop {
+                let next = tokio::time::timeout(Duration::from_millis(200), stream.message()).await;
+                match next {
+                    Ok(Ok(Some(event))) => {
+                        if event.r#type == EventType::Upserted as i32
+                            && let Some(task) = event.task
+                        {
+                            seen.push(task.id);
+                        }
+                        if !event.resume_token.is_empty() {
+                            resume_token = event.resume_token;
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(_) if stop.load(Ordering::Relaxed) => return (seen, resumes),
+                    Err(_) => {}
+                }
+            }
+        }
+        resumes += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (seen, resumes)
 }
 
 /// One call's outcome: when it ended, what it was, and its result.
@@ -95,15 +133,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let env = cluster_env();
-    let get = |key: &str| env.get(key).cloned().ok_or_else(|| format!("deploy/ha/cluster env has no {key}"));
+    let cluster = Cluster::from_script();
+    let get = |key: &str| -> Result<String, String> { Ok(cluster.get(key)) };
     let (auth_url, task_url, ha_dir) = (get("HA_AUTH_URL")?, get("HA_TASK_URL")?, get("HA_DIR")?);
     let patroni = [get("HA_PATRONI1")?, get("HA_PATRONI2")?];
 
     // Who is primary now.
     let mut primary = None;
     for (i, rest) in patroni.iter().enumerate() {
-        if http_status(host_port(rest), "/primary").await == Some(200) {
+        if http_get(host_port(rest), "/primary").await.map(|(status, _)| status) == Some(200) {
             primary = Some(i);
         }
     }
@@ -112,8 +150,17 @@ async fn run() -> Result<(), String> {
     let node = format!("pg{}", primary + 1);
     println!("primary: {node}; standby: pg{}", standby + 1);
 
-    // Writers, each with an account of its own, through the load balancer.
     let mut accounts = AuthServiceClient::new(channel(&auth_url).await);
+    let url = |key: &str| format!("http://{}", cluster.get(key));
+    let replicas = [channel(&url("HA_TASK1")).await, channel(&url("HA_TASK2")).await];
+    let revoked_before = revocation_delay(&mut accounts, &replicas).await?;
+
+    // A watcher on task1 and a writer on task2, for one account.
+    let watched = account(&mut accounts, "watched").await?;
+    let watching = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch(replicas[0].clone(), watched.clone(), Arc::clone(&watching)));
+
+    // Writers, each with an account of its own, through the load balancer.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -147,6 +194,26 @@ async fn run() -> Result<(), String> {
             outcomes
         }));
     }
+    let across = {
+        let (mut task2, token, stop) =
+            (TaskServiceClient::new(replicas[1].clone()), watched.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("across-{n}");
+                let request = CreateTaskRequest { title: key.clone(), request_id: key.clone(), ..Default::default() };
+                let result = task2.create_task(with_deadline(request, Some(&token))).await;
+                let result =
+                    result.map(|r| r.into_inner().task.map(|t| t.id).unwrap_or_default()).map_err(|s| s.code());
+                outcomes.push(Outcome { at: Instant::now(), key, result });
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            outcomes
+        })
+    };
     let sign_ups = {
         let (mut accounts, stop, run_id) = (accounts.clone(), Arc::clone(&stop), run_id.clone());
         tokio::spawn(async move {
@@ -168,21 +235,18 @@ async fn run() -> Result<(), String> {
 
     // The primary's node dies: its Patroni first (so nothing restarts PostgreSQL), then
     // PostgreSQL's postmaster.
-    let patroni_pid = std::fs::read_to_string(format!("{ha_dir}/run/{node}.pid")).map_err(|e| e.to_string())?;
+    let patroni_pid = cluster.pid(&node)?;
     let postmaster =
         std::fs::read_to_string(format!("{ha_dir}/{node}/data/postmaster.pid")).map_err(|e| e.to_string())?;
     let postmaster_pid = postmaster.lines().next().unwrap_or_default().trim().to_owned();
     let killed_at = Instant::now();
-    for pid in [patroni_pid.trim(), postmaster_pid.as_str()] {
-        let status = std::process::Command::new("kill").args(["-KILL", pid]).status().map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("kill -KILL {pid} failed"));
-        }
+    for pid in [patroni_pid.as_str(), postmaster_pid.as_str()] {
+        signal(pid, "KILL")?;
     }
-    println!("killed {node}: Patroni (pid {}) and PostgreSQL (pid {postmaster_pid}), SIGKILL", patroni_pid.trim());
+    println!("killed {node}: Patroni (pid {patroni_pid}) and PostgreSQL (pid {postmaster_pid}), SIGKILL");
 
     let promoted = loop {
-        if http_status(host_port(&patroni[standby]), "/primary").await == Some(200) {
+        if http_get(host_port(&patroni[standby]), "/primary").await.map(|(status, _)| status) == Some(200) {
             break killed_at.elapsed();
         }
         if killed_at.elapsed() > Duration::from_secs(60) {
@@ -204,11 +268,31 @@ async fn run() -> Result<(), String> {
         task_outcomes.extend(mine);
     }
     let signup_outcomes = sign_ups.await.map_err(|e| e.to_string())?;
+    let across_outcomes = across.await.map_err(|e| e.to_string())?;
+    // The watcher gets a moment for the last changes, then must have every acknowledged one.
+    let acked_across: Vec<String> = across_outcomes.iter().filter_map(|o| o.result.as_ref().ok().cloned()).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watching.store(true, Ordering::Relaxed);
+    let (seen, resumes) = watcher.await.map_err(|e| e.to_string())?;
+    let missing: Vec<&String> = acked_across.iter().filter(|id| !seen.contains(id)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "the watcher on task1 missed {} of {} tasks acknowledged through task2 (resumed {resumes} times)",
+            missing.len(),
+            acked_across.len()
+        ));
+    }
+    let revoked_after = revocation_delay(&mut accounts, &replicas).await?;
+    for (when, delay) in [("before", revoked_before), ("after", revoked_after)] {
+        if delay > Duration::from_secs(1) {
+            return Err(format!("a logout took {delay:?} to reach both task-service replicas {when} the failover"));
+        }
+    }
     if signup_outcomes.last().is_none_or(|o| o.result.is_err()) {
         return Err("the last sign-up, after the failover, failed".into());
     }
 
-    let all: Vec<&Outcome> = task_outcomes.iter().chain(&signup_outcomes).collect();
+    let all: Vec<&Outcome> = task_outcomes.iter().chain(&signup_outcomes).chain(&across_outcomes).collect();
     let failed: Vec<&&Outcome> = all.iter().filter(|o| o.result.is_err()).collect();
     let mut codes: HashMap<String, usize> = HashMap::new();
     for outcome in &failed {
@@ -237,8 +321,12 @@ async fn run() -> Result<(), String> {
     };
     let mut tasks_db = connect("todo_tasks").await.map_err(|e| e.to_string())?;
     let mut auth_db = connect("todo_auth").await.map_err(|e| e.to_string())?;
-    let acked_tasks: Vec<uuid::Uuid> =
-        task_outcomes.iter().filter_map(|o| o.result.as_ref().ok()).map(|id| id.parse().unwrap()).collect();
+    let acked_tasks: Vec<uuid::Uuid> = task_outcomes
+        .iter()
+        .chain(&across_outcomes)
+        .filter_map(|o| o.result.as_ref().ok())
+        .map(|id| id.parse().unwrap())
+        .collect();
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE id = ANY($1)")
         .bind(&acked_tasks)
         .fetch_one(&mut tasks_db)
@@ -278,5 +366,14 @@ async fn run() -> Result<(), String> {
         None => println!("| recovered | no success after the last failure |"),
     }
     println!("| acknowledged writes checked on the new primary | {} tasks, {} sign-ups: all present |", stored, users);
+    println!(
+        "| watcher on task1, writes through task2 | all {} acknowledged tasks received (the stream resumed {resumes} times) |",
+        acked_across.len()
+    );
+    println!(
+        "| logout reaching both task-service replicas | {:.0} ms before the failover, {:.0} ms after |",
+        revoked_before.as_secs_f64() * 1000.0,
+        revoked_after.as_secs_f64() * 1000.0
+    );
     Ok(())
 }
