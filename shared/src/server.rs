@@ -190,7 +190,8 @@ impl GrpcHost {
 
         let endpoint = self.metrics_listener.map(|(listener, addr)| {
             tracing::info!(addr = %addr, "metrics at http://{addr}/metrics");
-            tokio::spawn(crate::metrics::endpoint::serve(listener, self.metrics.clone()))
+            let readiness = self.readiness.clone();
+            tokio::spawn(crate::metrics::endpoint::serve(listener, self.metrics.clone(), move || readiness.is_ready()))
         });
         let limits = &self.limits;
         let router = tonic::transport::Server::builder()

@@ -108,7 +108,11 @@ async fn rpcs_and_streams_are_counted_by_method_and_code_and_no_label_names_a_us
     })
     .await;
 
-    // Only /metrics is served, and only read.
+    // /ready is what HTTP-only load balancers check: 200 while SERVING.
+    let (status, _, body) = http_get(metrics, "GET", "/ready").await;
+    assert_eq!((status, body.as_str()), (200, "SERVING\n"));
+
+    // Only /metrics and /ready are served, and only read.
     assert_eq!(http_get(metrics, "GET", "/").await.0, 404);
     assert_eq!(http_get(metrics, "POST", "/metrics").await.0, 405);
     let (status, _, body) = http_get(metrics, "HEAD", "/metrics").await;
@@ -166,4 +170,24 @@ async fn the_revocation_feed_is_reported_up_and_current() {
             && s.value("todo_revocation_feed_lag_seconds", &[]).is_some_and(|lag| lag >= 2.0)
     })
     .await;
+}
+
+/// While the database cannot be reached, `/ready` answers 503, so an HTTP load balancer takes
+/// the replica out of rotation; `/metrics` still answers, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_503_while_the_database_is_unreachable() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = task_config(&db);
+    // Nothing listens on port 1: the pool keeps retrying, health stays NOT_SERVING.
+    config.database = todo_shared::db::DatabaseUrl::parse("postgres://postgres@127.0.0.1:1/none").unwrap();
+    config.metrics_addr = any_loopback_port();
+    let app = task_service::Application::build(config).await.expect("a database that is down is not a start-up error");
+    let metrics = app.metrics_addr().expect("metrics served");
+    let _tasks = spawn_unready(app.local_addr(), db, |stop| app.run_until(async move { drop(stop.await) }));
+    let (status, _, body) = http_get(metrics, "GET", "/ready").await;
+    assert_eq!((status, body.as_str()), (503, "NOT_SERVING\n"));
+    let (status, _, _) = http_get(metrics, "HEAD", "/ready").await;
+    assert_eq!(status, 503);
+    let scrape = scrape(metrics).await;
+    assert_eq!(scrape.value("todo_database_up", &[]), Some(0.0));
 }
