@@ -80,7 +80,10 @@ impl Config {
             limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,
             auth_service_url: auth_service_url(env)?,
             auth_tls: {
-                let https = auth_service_url(env)?.is_some_and(|url| url.starts_with("https://"));
+                let https = auth_service_url(env)?.is_some_and(|url| {
+                    // The scheme as the URL parser reads it (case-insensitive), as tonic will.
+                    tonic::transport::Endpoint::from_shared(url).is_ok_and(|e| e.uri().scheme_str() == Some("https"))
+                });
                 todo_shared::tls::client::peer_from_env(env, https)?
             },
             tls: todo_shared::tls::server_from_env(env)?,

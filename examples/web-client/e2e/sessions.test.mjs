@@ -41,19 +41,22 @@ test("sessions in the browser", { timeout: 180_000 }, async (t) => {
     const a2 = await laptop.newPage();
     await a2.goto(url);
     await a2.getByTestId("empty-state").waitFor({ state: "visible" });
+    // Both tabs leave the app before the stored token is spoiled: an open page of the app
+    // could, by chance, reconnect its live stream with the spoiled token and refresh on its
+    // own, or leave a Refresh in flight as it unloads. The app's stylesheet is a page of the
+    // same origin (the same storage) that runs none of the app's script.
+    const plain = new URL("styles.css", url).href;
+    await Promise.all([a.goto(plain), a2.goto(plain)]);
     const refreshes = [];
     for (const tab of [a, a2]) {
       tab.on("request", (r) => r.url().endsWith("/todo.auth.v1.AuthService/Refresh") && refreshes.push(r.url()));
     }
-    // The second tab leaves the app first: an open page that saw the stored token change
-    // could, by chance, reconnect its live stream with it and refresh on its own.
-    await a2.goto("about:blank");
     const before = await stored(a);
     await a.evaluate(() => {
       const s = JSON.parse(localStorage.getItem("todo-grpc.session"));
       localStorage.setItem("todo-grpc.session", JSON.stringify({ ...s, accessToken: "expired-token" }));
     });
-    await Promise.all([a.reload(), a2.goto(url)]);
+    await Promise.all([a.goto(url), a2.goto(url)]);
     for (const tab of [a, a2]) await tab.getByTestId("empty-state").waitFor({ state: "visible" });
     const after = await eventually("renewed", () => stored(a), (s) => s.accessToken !== "expired-token");
     assert.equal(refreshes.length, 1, `one Refresh for both tabs, saw ${refreshes.length}`);

@@ -20,6 +20,10 @@ use crate::listener::{Accept, Handshake};
 
 pub type TlsConnection = Handshake<TlsStream<TcpStream>>;
 
+/// Handshakes under way at once. Beyond it, connections wait in the kernel's backlog (and a
+/// flood pushes back there) rather than each holding a task and a descriptor here.
+const MAX_HANDSHAKES: usize = 1024;
+
 pub struct TlsIncoming {
     accept: Accept,
     config: Arc<Reloading>,
@@ -65,20 +69,25 @@ impl Stream for TlsIncoming {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            match Pin::new(&mut this.accept).poll_next(cx) {
-                Poll::Ready(Some(Ok(tcp))) => this.start_handshake(tcp),
-                Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => break,
-            }
-        }
-        loop {
+            // Finished handshakes first: their deadline is running, and a stream of new
+            // connects must not keep them waiting. Polled again after every handshake started,
+            // so the set's waker covers it.
             match this.handshakes.poll_join_next(cx) {
                 Poll::Ready(Some(Ok(Some(connection)))) => return Poll::Ready(Some(Ok(connection))),
                 // Failed, timed out, or (never expected) panicked: on to the next.
                 Poll::Ready(Some(_)) => continue,
-                // None under way: the accept above will wake us.
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) | Poll::Pending => {}
+            }
+            // At the cap, accept nothing: a finishing handshake wakes us (registered above).
+            if this.handshakes.len() >= MAX_HANDSHAKES {
+                return Poll::Pending;
+            }
+            match Pin::new(&mut this.accept).poll_next(cx) {
+                Poll::Ready(Some(Ok(tcp))) => this.start_handshake(tcp),
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                // The listener wakes us, or a handshake under way.
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
