@@ -68,6 +68,11 @@ impl Config {
     pub const DEFAULT_RATE_PER_USER: Rate = Rate { count: 100, period: Duration::from_secs(1) };
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let auth_service_url = auth_service_url(env)?;
+        // The scheme as the URL parser reads it (case-insensitive), as tonic will.
+        let https = auth_service_url.as_deref().is_some_and(|url| {
+            tonic::transport::Endpoint::from_shared(url.to_owned()).is_ok_and(|e| e.uri().scheme_str() == Some("https"))
+        });
         Ok(Self {
             listen_addr: env.socket_addr("TASK_LISTEN_ADDR", Self::DEFAULT_LISTEN_ADDR)?,
             metrics_addr: env.metrics_addr()?,
@@ -78,14 +83,8 @@ impl Config {
             worker_threads: env.worker_threads()?,
             cors: env.cors_origins()?,
             limits: ServerLimits::from_env(env, crate::DEFAULT_MAX_REQUEST_BYTES)?,
-            auth_service_url: auth_service_url(env)?,
-            auth_tls: {
-                let https = auth_service_url(env)?.is_some_and(|url| {
-                    // The scheme as the URL parser reads it (case-insensitive), as tonic will.
-                    tonic::transport::Endpoint::from_shared(url).is_ok_and(|e| e.uri().scheme_str() == Some("https"))
-                });
-                todo_shared::tls::client::peer_from_env(env, https)?
-            },
+            auth_service_url,
+            auth_tls: todo_shared::tls::client::peer_from_env(env, https)?,
             tls: todo_shared::tls::server_from_env(env)?,
             revocation_max_staleness: revocation_max_staleness(env)?,
             watch: watch_limits(env)?,

@@ -114,6 +114,30 @@ async fn watch(replica: Channel, token: String, stop: Arc<AtomicBool>) -> (Vec<S
     (seen, resumes)
 }
 
+/// Creates tasks `{prefix}-0`, `{prefix}-1`, ... (each its own request id) with `token`,
+/// `pause` apart, until `stop`; returns each call's outcome, the task id when acknowledged.
+async fn create_tasks(
+    mut tasks: TaskServiceClient<Channel>,
+    token: String,
+    prefix: String,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for n in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let key = format!("{prefix}-{n}");
+        let request = CreateTaskRequest { title: key.clone(), request_id: key.clone(), ..Default::default() };
+        let result = tasks.create_task(with_deadline(request, Some(&token))).await;
+        let result = result.map(|r| r.into_inner().task.map(|t| t.id).unwrap_or_default()).map_err(|s| s.code());
+        outcomes.push(Outcome { at: Instant::now(), key, result });
+        tokio::time::sleep(pause).await;
+    }
+    outcomes
+}
+
 /// One call's outcome: when it ended, what it was, and its result.
 struct Outcome {
     at: Instant,
@@ -176,44 +200,22 @@ async fn run() -> Result<(), String> {
             .map_err(|s| format!("login before the failover: {s}"))?
             .into_inner()
             .access_token;
-        let (mut tasks, stop) = (TaskServiceClient::new(channel(&task_url).await), Arc::clone(&stop));
-        writers.push(tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            for n in 0.. {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let key = format!("w{w}-{n}");
-                let request = CreateTaskRequest { title: key.clone(), request_id: key.clone(), ..Default::default() };
-                let result = tasks.create_task(with_deadline(request, Some(&token))).await;
-                let result =
-                    result.map(|r| r.into_inner().task.map(|t| t.id).unwrap_or_default()).map_err(|s| s.code());
-                outcomes.push(Outcome { at: Instant::now(), key, result });
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            outcomes
-        }));
+        let tasks = TaskServiceClient::new(channel(&task_url).await);
+        writers.push(tokio::spawn(create_tasks(
+            tasks,
+            token,
+            format!("w{w}"),
+            Duration::from_millis(10),
+            Arc::clone(&stop),
+        )));
     }
-    let across = {
-        let (mut task2, token, stop) =
-            (TaskServiceClient::new(replicas[1].clone()), watched.clone(), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            for n in 0.. {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let key = format!("across-{n}");
-                let request = CreateTaskRequest { title: key.clone(), request_id: key.clone(), ..Default::default() };
-                let result = task2.create_task(with_deadline(request, Some(&token))).await;
-                let result =
-                    result.map(|r| r.into_inner().task.map(|t| t.id).unwrap_or_default()).map_err(|s| s.code());
-                outcomes.push(Outcome { at: Instant::now(), key, result });
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            outcomes
-        })
-    };
+    let across = tokio::spawn(create_tasks(
+        TaskServiceClient::new(replicas[1].clone()),
+        watched.clone(),
+        "across".to_owned(),
+        Duration::from_millis(50),
+        Arc::clone(&stop),
+    ));
     let sign_ups = {
         let (mut accounts, stop, run_id) = (accounts.clone(), Arc::clone(&stop), run_id.clone());
         tokio::spawn(async move {
