@@ -387,7 +387,9 @@ class ProgramTest(unittest.TestCase):
         ])
 
     def test_existing_account_logs_in(self):
-        credentials = ["--email", new_email(), "--password", secrets.token_urlsafe(16)]
+        # `--password=...`: a random password may begin with "-", which argparse would take
+        # for an option if it came as an argument of its own.
+        credentials = ["--email", new_email(), f"--password={secrets.token_urlsafe(16)}"]
         first = self.run_client(*credentials)
         self.assertEqual(first.returncode, 0, first.stdout + first.stderr)
         again = self.run_client(*credentials)
@@ -421,7 +423,7 @@ class ProgramTest(unittest.TestCase):
         existing = tasks.CreateTask(task_pb2.CreateTaskRequest(title="Already there"), timeout=TIMEOUT, metadata=me).task
         watcher = subprocess.Popen(
             [sys.executable, "-u", str(HERE / "todo_client.py"), "watch", "--auth", AUTH_ADDR, "--tasks", TASK_ADDR,
-             "--email", email, "--password", password, "--events", "3", "--duration", "60"],
+             "--email", email, f"--password={password}", "--events", "3", "--duration", "60"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
         )
         try:
