@@ -10,6 +10,7 @@ macro_rules! task_columns {
 
 mod postgres;
 mod postgres_changes;
+pub mod postgres_sql;
 mod sqlite;
 mod sqlite_changes;
 

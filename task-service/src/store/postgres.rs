@@ -5,27 +5,9 @@ use todo_shared::db::PostgresPool;
 use todo_shared::timestamp::from_unix_micros;
 use uuid::Uuid;
 
+use super::postgres_sql as sql;
 use super::{IdempotencyKey, PageQuery, TaskStore, no_row_error, replay};
 
-/// The CTE `h` that takes the next position of the user of the rows in CTE `t` (an update:
-/// the count of tasks is unchanged).
-macro_rules! head_cte {
-    () => {
-        "h AS (INSERT INTO task_change_heads (user_id, position) SELECT user_id, 1 FROM t \
-         ON CONFLICT (user_id) DO UPDATE SET position = task_change_heads.position + 1 RETURNING position)"
-    };
-}
-
-/// The `upserted` change of the task in CTE `t` at the position in CTE `h`, recorded at the
-/// task's `updated_at` (the change's own time).
-macro_rules! upserted_change {
-    () => {
-        "INSERT INTO task_changes (user_id, position, kind, task_id, title, description, completed, due_time, \
-         created_at, updated_at, version, recorded_at) \
-         SELECT t.user_id, h.position, 'upserted', t.id, t.title, t.description, t.completed, t.due_time, \
-         t.created_at, t.updated_at, t.version, t.updated_at FROM t, h"
-    };
-}
 use crate::domain::{Task, TaskPatch};
 use crate::error::Error;
 
@@ -47,30 +29,14 @@ impl PgTaskStore {
     }
 }
 
-/// The task's insert and its change, in one statement (so it needs no transaction of its own):
-/// the head upsert takes the user's next position and holds its row lock until commit.
-/// Inserts `task` and records its change; the change's position.
-/// Inserts `task` and its change, unless its user already has `max_tasks` tasks: the head
-/// row's count is raised first, under its lock and only while below the limit, and the task
-/// is inserted only if it was (`FROM h`), so racing creates can never overshoot.
+/// Inserts `task` and its change ([`sql::INSERT_TASK`]): the change's position, or
+/// [`Error::TaskQuota`] when its user already has `max_tasks` tasks.
 async fn insert_row<'c>(
     conn: impl Executor<'c, Database = Postgres>,
     task: &Task,
     max_tasks: i64,
 ) -> Result<i64, Error> {
-    let sql = concat!(
-        "WITH h AS (INSERT INTO task_change_heads (user_id, position, tasks) VALUES ($2, 1, 1) \
-           ON CONFLICT (user_id) DO UPDATE \
-           SET position = task_change_heads.position + 1, tasks = task_change_heads.tasks + 1 \
-           WHERE task_change_heads.tasks < $10 RETURNING position), \
-         t AS (\
-           INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM h RETURNING *), \
-         c AS (",
-        upserted_change!(),
-        ") SELECT h.position FROM h"
-    );
-    let position: Option<i64> = sqlx::query_scalar(sql)
+    let position: Option<i64> = sqlx::query_scalar(sql::INSERT_TASK)
         .bind(task.id)
         .bind(task.user_id)
         .bind(&task.title)
@@ -151,23 +117,15 @@ impl TaskStore for PgTaskStore {
     }
 
     async fn get_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>, Error> {
-        let sql = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1 AND user_id = $2");
-        let row = sqlx::query(sql).bind(id).bind(user_id).fetch_optional(&mut self.pool.acquire().await?).await?;
+        let row =
+            sqlx::query(sql::GET_TASK).bind(id).bind(user_id).fetch_optional(&mut self.pool.acquire().await?).await?;
         Ok(row.as_ref().map(task_from_row).transpose()?)
     }
 
     async fn list_tasks(&self, user_id: Uuid, query: PageQuery) -> Result<Vec<Task>, Error> {
-        // Two statements rather than one with `$3 IS NULL OR …`: a generic prepared plan cannot
-        // turn an optional condition into an index range, and the cursor must be one.
         let rows = match query.after {
             None => {
-                let sql = concat!(
-                    "SELECT ",
-                    task_columns!(),
-                    " FROM tasks WHERE user_id = $1 AND ($2::boolean IS NULL OR completed = $2) \
-                     ORDER BY created_at DESC, id DESC LIMIT $3"
-                );
-                sqlx::query(sql)
+                sqlx::query(sql::LIST_FIRST_PAGE)
                     .bind(user_id)
                     .bind(query.completed)
                     .bind(i64::from(query.limit))
@@ -176,14 +134,7 @@ impl TaskStore for PgTaskStore {
             }
             Some(cursor) => {
                 let after = from_unix_micros(cursor.created_at_micros).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                let sql = concat!(
-                    "SELECT ",
-                    task_columns!(),
-                    " FROM tasks WHERE user_id = $1 AND ($2::boolean IS NULL OR completed = $2) \
-                     AND (created_at, id) < ($4, $5) \
-                     ORDER BY created_at DESC, id DESC LIMIT $3"
-                );
-                sqlx::query(sql)
+                sqlx::query(sql::LIST_AFTER)
                     .bind(user_id)
                     .bind(query.completed)
                     .bind(i64::from(query.limit))
@@ -203,23 +154,7 @@ impl TaskStore for PgTaskStore {
         patch: &TaskPatch,
         at: OffsetDateTime,
     ) -> Result<(Task, i64), Error> {
-        let sql = concat!(
-            "WITH t AS (UPDATE tasks SET \
-                 title = COALESCE($3, title), \
-                 description = COALESCE($4, description), \
-                 completed = COALESCE($5, completed), \
-                 due_time = CASE WHEN $6 THEN $7 ELSE due_time END, \
-                 updated_at = $8, \
-                 version = version + 1 \
-             WHERE id = $1 AND user_id = $2 AND ($9::bigint IS NULL OR version = $9) \
-             RETURNING *), ",
-            head_cte!(),
-            ", c AS (",
-            upserted_change!(),
-            ") SELECT t.id, t.user_id, t.title, t.description, t.completed, t.due_time, t.created_at, t.updated_at, \
-             t.version, h.position FROM t, h"
-        );
-        let row = sqlx::query(sql)
+        let row = sqlx::query(sql::UPDATE_TASK)
             .bind(id)
             .bind(user_id)
             .bind(patch.title.as_ref().map(|t| t.as_str()))
@@ -238,17 +173,7 @@ impl TaskStore for PgTaskStore {
     }
 
     async fn delete_task(&self, user_id: Uuid, id: Uuid, expected_version: Option<i64>) -> Result<i64, Error> {
-        let sql = concat!(
-            "WITH t AS (DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint IS NULL OR version = $3) \
-             RETURNING id, user_id), \
-             h AS (INSERT INTO task_change_heads (user_id, position, tasks) SELECT user_id, 1, 0 FROM t \
-             ON CONFLICT (user_id) DO UPDATE SET position = task_change_heads.position + 1, \
-             tasks = GREATEST(task_change_heads.tasks - 1, 0) RETURNING position)",
-            ", c AS (INSERT INTO task_changes (user_id, position, kind, task_id, recorded_at) \
-             SELECT t.user_id, h.position, 'deleted', t.id, $4 FROM t, h) \
-             SELECT h.position FROM t, h"
-        );
-        let position: Option<i64> = sqlx::query_scalar(sql)
+        let position: Option<i64> = sqlx::query_scalar(sql::DELETE_TASK)
             .bind(id)
             .bind(user_id)
             .bind(expected_version)

@@ -37,6 +37,14 @@ pub struct User {
     pub refresh: Mutex<String>,
     /// Ids of the tasks seeded for this user, oldest first.
     pub tasks: Vec<String>,
+    /// The scale mode's deep page: ListTasks page 50 of 20.
+    pub deep_page: Option<DeepPage>,
+}
+
+/// A page far into a user's list: the token that asks for it and the id it starts with.
+pub struct DeepPage {
+    pub token: String,
+    pub first_id: String,
 }
 
 pub struct Fixture {
@@ -45,6 +53,9 @@ pub struct Fixture {
     /// Per user: the ids the mixed workload may delete (everything but `tasks[0]`), handed to
     /// the workers that own the user for the length of a run.
     pub mixed_pool: Mutex<Vec<Vec<String>>>,
+    /// GetTask and UpdateTask pick any of the user's tasks (the scale mode, where which rows
+    /// are touched matters), not always the first (the matrix, whose pgbench twins do that).
+    pub any_task: bool,
 }
 
 pub async fn connect(addr: SocketAddr) -> Result<Channel> {
@@ -67,7 +78,7 @@ pub fn new_task(title: String) -> task_pb::CreateTaskRequest {
     }
 }
 
-async fn sign_up_and_login(auth: Channel, index: usize, prefix: &str) -> Result<User> {
+pub async fn sign_up_and_login(auth: Channel, index: usize, prefix: &str) -> Result<User> {
     let mut client = AuthServiceClient::new(auth);
     let email = format!("{prefix}-{index}@bench.example.com");
     let password = format!("bench password {index}");
@@ -80,7 +91,15 @@ async fn sign_up_and_login(auth: Channel, index: usize, prefix: &str) -> Result<
     let login = client.login(auth_pb::LoginRequest { email: email.clone(), password: password.clone() }).await?;
     let login = login.into_inner();
     let bearer = format!("Bearer {}", login.access_token).parse()?;
-    Ok(User { id: user.id, email, password, bearer, refresh: Mutex::new(login.refresh_token), tasks: Vec::new() })
+    Ok(User {
+        id: user.id,
+        email,
+        password,
+        bearer,
+        refresh: Mutex::new(login.refresh_token),
+        tasks: Vec::new(),
+        deep_page: None,
+    })
 }
 
 async fn seed_tasks(tasks: Channel, user: &mut User, count: usize) -> Result<()> {
@@ -149,5 +168,5 @@ pub async fn seed(auth_addr: SocketAddr, task_addr: SocketAddr) -> Result<Fixtur
     batches.sort_by_key(|(first, _)| *first);
     let users: Vec<User> = batches.into_iter().flat_map(|(_, batch)| batch).collect();
     let mixed_pool = Mutex::new(users.iter().map(|u| u.tasks[1..].to_vec()).collect());
-    Ok(Fixture { users, list_user, mixed_pool })
+    Ok(Fixture { users, list_user, mixed_pool, any_task: false })
 }

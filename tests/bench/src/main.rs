@@ -6,12 +6,14 @@
 //! `todo-bench echo-server [addr]` (the framework ceiling) and
 //! `todo-bench task-host <auth|no-auth>` (task-service with or without token verification).
 
+mod bulk;
 mod ceilings;
 mod echo;
 mod fixture;
 mod load;
 mod orchestrate;
 mod pg;
+mod plans;
 mod procs;
 mod report;
 mod taskhost;
@@ -24,6 +26,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
 usage: todo-bench [--quick] [--no-ceilings] [--compare DIR [--compare-env LIST] [--rounds N]] [--only SCENARIOS] [--in-flight LEVELS] [--warmup SECS] [--window SECS]
+       todo-bench --scale [--scale-tasks N] [--quick] [--rounds N] [--in-flight LEVELS] [--warmup SECS] [--window SECS]
        todo-bench echo-server [ADDR]
        todo-bench task-host <auth|no-auth>
        todo-bench hash-ceiling          (argon2id verifications/s on all cores, alone)
@@ -44,7 +47,12 @@ first: cargo build --release -p auth-service -p task-service).
                        A and B alternately (A B, then B A, ...); prints the comparison only
   --compare-env LIST   comma-separated VAR=VALUE set for B only (B may be the same binaries:
                        --compare target/release --compare-env TOKIO_WORKER_THREADS=1)
-  --rounds N           A/B rounds per measurement (default 2)
+  --rounds N           A/B (or small/large) rounds per measurement (default 2)
+  --scale              the scale mode instead of the matrix: GetTask, ListTasks first page and
+                       page 50, CreateTask and UpdateTask on a small and a large task database
+                       (loaded with COPY), alternately; then the large one's query plans.
+                       In flight: 16 unless --in-flight says otherwise
+  --scale-tasks N      tasks in the large database, over N/100 users (default 1000000)
   --warmup SECS        warm-up per measurement (default 3, quick 0.5)
   --window SECS        measured window per measurement (default 10, quick 1)
 
@@ -66,6 +74,8 @@ pub struct Options {
     pub compare: Option<std::path::PathBuf>,
     pub compare_env: Vec<(String, String)>,
     pub rounds: usize,
+    /// The scale mode, with the number of tasks of its large data set.
+    pub scale: Option<usize>,
 }
 
 impl Options {
@@ -76,7 +86,9 @@ impl Options {
         let mut compare_env = Vec::new();
         let mut rounds = 2;
         let mut only = None;
-        let mut in_flight = vec![1, 16, 64];
+        let mut in_flight = None;
+        let mut scale = false;
+        let mut scale_tasks = 1_000_000;
         let mut warmup = None;
         let mut window = None;
         let mut iter = args.iter();
@@ -110,11 +122,20 @@ impl Options {
                     }
                     only = Some(list);
                 }
+                "--scale" => scale = true,
+                "--scale-tasks" => {
+                    scale_tasks = value("--scale-tasks")?
+                        .parse()
+                        .ok()
+                        .filter(|n| (20_000..=100_000_000).contains(n))
+                        .ok_or("--scale-tasks: expected a whole number from 20000 to 100000000")?;
+                }
                 "--in-flight" => {
                     in_flight = value("--in-flight")?
                         .split(',')
                         .map(|s| s.trim().parse::<usize>().ok().filter(|n| (1..=1000).contains(n)))
                         .collect::<Option<Vec<_>>>()
+                        .map(Some)
                         .ok_or("--in-flight: expected comma-separated whole numbers from 1 to 1000")?;
                 }
                 "--warmup" => warmup = Some(seconds("--warmup", &value("--warmup")?)?),
@@ -122,12 +143,19 @@ impl Options {
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
+        if scale && (compare.is_some() || only.is_some()) {
+            return Err(
+                "--scale runs its own scenarios on its own data: it cannot be combined with --compare or --only"
+                    .to_owned(),
+            );
+        }
+        let in_flight = in_flight.unwrap_or_else(|| if scale { vec![16] } else { vec![1, 16, 64] });
         let (default_warmup, default_window) = if quick {
             (Duration::from_millis(500), Duration::from_secs(1))
         } else {
             (Duration::from_secs(3), Duration::from_secs(10))
         };
-        let baseline_levels = if no_ceilings {
+        let baseline_levels = if no_ceilings || scale {
             Vec::new()
         } else if quick {
             vec![16]
@@ -144,6 +172,7 @@ impl Options {
             compare,
             compare_env,
             rounds,
+            scale: scale.then_some(scale_tasks),
         })
     }
 

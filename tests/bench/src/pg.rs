@@ -96,35 +96,10 @@ pub fn pgbench_path() -> Option<PathBuf> {
     on_path.or_else(|| Some(PathBuf::from("/usr/bin/pgbench")).filter(|p| p.is_file()))
 }
 
-// The services' statements, copied verbatim from task-service/src/store/postgres.rs and
-// auth-service/src/store/postgres.rs (keep in step). `$n` are replaced per client below.
-const TASK_COLUMNS: &str = "id, user_id, title, description, completed, due_time, created_at, updated_at, version";
-fn get_task_sql() -> String {
-    format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2")
-}
-const INSERT_TASK_SQL: &str = "INSERT INTO tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-fn list_tasks_sql() -> String {
-    format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE user_id = $1 AND ($2::boolean IS NULL OR completed = $2) \
-         ORDER BY created_at DESC, id DESC LIMIT $3"
-    )
-}
-fn update_task_sql() -> String {
-    format!(
-        "UPDATE tasks SET \
-             title = COALESCE($3, title), \
-             description = COALESCE($4, description), \
-             completed = COALESCE($5, completed), \
-             due_time = CASE WHEN $6 THEN $7 ELSE due_time END, \
-             updated_at = $8, \
-             version = version + 1 \
-         WHERE id = $1 AND user_id = $2 AND ($9::bigint IS NULL OR version = $9) \
-         RETURNING {TASK_COLUMNS}"
-    )
-}
-const DELETE_TASK_SQL: &str =
-    "DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint IS NULL OR version = $3)";
+// The task statements are task-service's own text; auth-service's two lookups are copied
+// verbatim from auth-service/src/store/postgres.rs (keep in step). `$n` are replaced per
+// client below.
+use task_service::store::postgres_sql::{DELETE_TASK, GET_TASK, INSERT_TASK, LIST_FIRST_PAGE, UPDATE_TASK};
 const FIND_CREDENTIALS_SQL: &str = "SELECT id, email, created_at, password_hash FROM users WHERE email = $1";
 const FIND_USER_SQL: &str = "SELECT id, email, created_at FROM users WHERE id = $1";
 
@@ -182,20 +157,20 @@ pub enum Db {
 
 fn scripts(kind: Kind, clients: usize, fixture: &Fixture) -> Option<(Db, Vec<Script>)> {
     let users = fixture.users.len();
-    let get =
-        |c: usize| format!("{};", bind(&get_task_sql(), &[&format!(":t{}", c % users), &format!(":u{}", c % users)]));
+    let get = |c: usize| format!("{};", bind(GET_TASK, &[&format!(":t{}", c % users), &format!(":u{}", c % users)]));
     let update = |c: usize| {
         let (t, u) = (format!(":t{}", c % users), format!(":u{}", c % users));
         let sql = bind(
-            &update_task_sql(),
+            UPDATE_TASK,
             &[&t, &u, ":title", "NULL::text", ":no", ":no", "NULL::timestamptz", ":now", "NULL::bigint"],
         );
         format!("{sql};")
     };
-    // The service sends a fresh UUID v7; pgbench cannot make a UUID, so the server does.
-    let insert = |c: usize| {
+    // The service sends a fresh UUID v7; pgbench cannot make a UUID, so the server does
+    // (`id` is a pgbench variable holding one, or the call to make one).
+    let insert = |c: usize, id: &str| {
         let u = format!(":u{}", c % users);
-        bind(INSERT_TASK_SQL, &["gen_random_uuid()", &u, ":title", ":descr", ":no", ":due", ":now", ":now", ":one"])
+        bind(INSERT_TASK, &[id, &u, ":title", ":descr", ":no", ":due", ":now", ":now", ":one", ":maxtasks"])
     };
     let one = |name, text: String| Script { name, text, weight: 1, calls: 1 };
     Some(match kind {
@@ -215,20 +190,27 @@ fn scripts(kind: Kind, clients: usize, fixture: &Fixture) -> Option<(Db, Vec<Scr
         ),
         Kind::GetTask => (Db::Tasks, vec![one("get-task", per_client(clients, get))]),
         Kind::UpdateTask => (Db::Tasks, vec![one("update-task", per_client(clients, update))]),
-        Kind::CreateTask => (Db::Tasks, vec![one("create-task", per_client(clients, |c| format!("{};", insert(c))))]),
+        Kind::CreateTask => (
+            Db::Tasks,
+            vec![one("create-task", per_client(clients, |c| format!("{};", insert(c, "gen_random_uuid()"))))],
+        ),
         Kind::ListTasks => (
             Db::Tasks,
-            vec![one("list-tasks", format!("{};\n", bind(&list_tasks_sql(), &[":lu", "NULL::boolean", ":lim"])))],
+            vec![one("list-tasks", format!("{};\n", bind(LIST_FIRST_PAGE, &[":lu", "NULL::boolean", ":lim"])))],
         ),
         Kind::Mixed => {
             let list = |c: usize| {
-                format!("{};", bind(&list_tasks_sql(), &[&format!(":u{}", c % users), "NULL::boolean", ":lim20"]))
+                format!("{};", bind(LIST_FIRST_PAGE, &[&format!(":u{}", c % users), "NULL::boolean", ":lim20"]))
             };
-            // A delete needs a row to delete: each one removes the row its script just inserted
-            // (RETURNING id, which the service's INSERT does not have, is the only addition).
+            // A delete needs a row to delete: each one removes the row its script just inserted,
+            // under an id the server made first (one trivial statement more than the service).
             let create_delete = |c: usize| {
                 let u = format!(":u{}", c % users);
-                format!("{} RETURNING id \\gset\n{};", insert(c), bind(DELETE_TASK_SQL, &[":id", &u, "NULL::bigint"]))
+                format!(
+                    "SELECT gen_random_uuid() AS id \\gset\n{};\n{};",
+                    insert(c, ":id"),
+                    bind(DELETE_TASK, &[":id", &u, "NULL::bigint", ":now"])
+                )
             };
             (
                 Db::Tasks,
@@ -246,7 +228,8 @@ fn scripts(kind: Kind, clients: usize, fixture: &Fixture) -> Option<(Db, Vec<Scr
             )
         }
         // A Refresh is a locked transaction of several statements: no single-script ceiling.
-        Kind::GetTaskOneUser | Kind::Refresh => return None,
+        // The scale mode's list scenarios run without ceilings.
+        Kind::GetTaskOneUser | Kind::Refresh | Kind::ListFirstPage | Kind::ListPage50 => return None,
     })
 }
 
@@ -301,6 +284,7 @@ pub async fn storage_ceiling(
     define("descr".into(), crate::fixture::DESCRIPTION);
     define("no".into(), "false");
     define("one".into(), "1");
+    define("maxtasks".into(), "1000000000");
     define("due".into(), "2027-01-01 00:00:00+00");
     define("now".into(), &database_now(url).await?);
     args.push(url.to_owned());

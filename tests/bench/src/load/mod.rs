@@ -34,6 +34,10 @@ pub enum Kind {
     Refresh,
     GetTask,
     ListTasks,
+    /// The scale mode's ListTasks: the first page of 20 of the worker's own user.
+    ListFirstPage,
+    /// Page 50 of 20 (a keyset cursor from a page token), of the worker's own user.
+    ListPage50,
     CreateTask,
     UpdateTask,
     Mixed,
@@ -50,6 +54,8 @@ impl Kind {
             Self::Refresh => "Refresh",
             Self::GetTask => "GetTask",
             Self::ListTasks => "ListTasks(100)",
+            Self::ListFirstPage => "ListTasks(first 20)",
+            Self::ListPage50 => "ListTasks(page 50)",
             Self::CreateTask => "CreateTask",
             Self::UpdateTask => "UpdateTask",
             Self::Mixed => "Mixed",

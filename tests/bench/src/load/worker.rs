@@ -130,8 +130,8 @@ impl Worker {
                 }
             }
             Kind::GetTask => {
-                let user = &self.fixture.users[self.own_user()];
-                self.get_task(user.tasks[0].clone(), self.own_user()).await?;
+                let id = self.task_of_own_user();
+                self.get_task(id, self.own_user()).await?;
             }
             Kind::GetTaskOneUser => {
                 let user = &self.fixture.list_user;
@@ -154,12 +154,39 @@ impl Worker {
                 self.create_task(self.own_user()).await?;
             }
             Kind::UpdateTask => {
-                let id = self.fixture.users[self.own_user()].tasks[0].clone();
+                let id = self.task_of_own_user();
                 self.update_task(id, self.own_user()).await?;
+            }
+            Kind::ListFirstPage | Kind::ListPage50 => {
+                let user = &self.fixture.users[self.own_user()];
+                let deep = if self.kind == Kind::ListPage50 {
+                    Some(user.deep_page.as_ref().ok_or_else(|| wrong("no page-50 token for this user"))?)
+                } else {
+                    None
+                };
+                let request = task_pb::ListTasksRequest {
+                    page_size: 20,
+                    page_token: deep.map(|d| d.token.clone()).unwrap_or_default(),
+                    ..Default::default()
+                };
+                let answer = self.tasks.list_tasks(authed(request, &user.bearer)).await?.into_inner();
+                if answer.tasks.len() != 20 {
+                    return Err(wrong("ListTasks did not return a full page of 20"));
+                }
+                if deep.is_some_and(|d| answer.tasks[0].id != d.first_id) {
+                    return Err(wrong("ListTasks page 50 did not start where the token says"));
+                }
             }
             Kind::Mixed => self.mixed().await?,
         }
         Ok(())
+    }
+
+    /// The task GetTask and UpdateTask touch: the user's first, or any (`Fixture::any_task`).
+    fn task_of_own_user(&mut self) -> String {
+        let count = self.fixture.users[self.own_user()].tasks.len();
+        let i = if self.fixture.any_task { self.random(count) } else { 0 };
+        self.fixture.users[self.own_user()].tasks[i].clone()
     }
 
     async fn get_task(&mut self, id: String, user: usize) -> Result<(), Failure> {

@@ -8,6 +8,7 @@ mod matrix;
 mod overhead;
 mod probe;
 mod revocation;
+mod scale;
 mod watch;
 
 use std::net::SocketAddr;
@@ -137,12 +138,12 @@ pub async fn run(options: Options) -> Result<()> {
         options,
     };
     let outcome = tokio::select! {
-        outcome = harness.run_all() => outcome,
+        outcome = harness.run_selected() => outcome,
         _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
     };
     harness.teardown().await;
     let report = outcome?;
-    println!("{}", report.render());
+    println!("{report}");
     eprintln!(
         "\n(total {:.0} s; service logs in {})",
         harness.started.elapsed().as_secs_f64(),
@@ -238,6 +239,14 @@ impl Harness {
     async fn hash_ceiling(&self) -> Result<f64> {
         let timing = self.timing();
         tokio::task::spawn_blocking(move || ceilings::hashes_per_second(timing)).await?
+    }
+
+    /// The rendered report of the matrix, or of the scale mode.
+    async fn run_selected(&mut self) -> Result<String> {
+        match self.options.scale {
+            Some(tasks) => Ok(self.run_scale(tasks).await?.render()),
+            None => Ok(self.run_all().await?.render()),
+        }
     }
 
     async fn run_all(&mut self) -> Result<Report> {

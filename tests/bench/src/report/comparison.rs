@@ -8,7 +8,7 @@ use crate::procs::CpuUsage;
 use super::{Comparison, Report, mean, ms, rate};
 
 /// Means over the rounds: (req/s, p99 ms, service core-µs per call, postgres core-µs per call).
-fn variant_means(kind: Kind, runs: &[(Stats, CpuUsage)]) -> (f64, f64, f64, f64) {
+pub(super) fn variant_means(kind: Kind, runs: &[(Stats, CpuUsage)]) -> (f64, f64, f64, f64) {
     let per_call = |stats: &Stats, pct: f64| pct / 100.0 * 1e6 / stats.rps().max(1e-9);
     let service = |cpu: &CpuUsage| {
         let role = if kind.on_auth_service() { "auth" } else { "task" };

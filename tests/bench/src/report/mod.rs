@@ -2,10 +2,12 @@
 
 mod comparison;
 mod diagnostics;
+mod scale;
 mod tables;
 mod targets;
 mod watch;
 
+pub use scale::ScaleReport;
 pub use watch::{Delivery, IdleStreams, WatchReport};
 
 use std::fmt::Write as _;

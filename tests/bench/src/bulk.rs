@@ -1,0 +1,233 @@
+//! The scale mode's data, loaded through SQL (`COPY`, not RPCs, so a million tasks take
+//! seconds), written as task-service itself writes it: UUID v7 ids from the creation time,
+//! one change-head row per user holding its position and count of tasks (which the quota
+//! reads), and the change log's rows still inside the retention window. The service then
+//! serves it as its own.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// How far back the loaded tasks were created: a year of use.
+const HISTORY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// task-service's default `TASK_CHANGE_RETENTION`: tasks created more recently than this
+/// still have their change in the log.
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Bytes of COPY data sent at a time.
+const CHUNK: usize = 1 << 20;
+
+/// One task to load. Its content follows from `bits`, so the same row loads the same
+/// everywhere.
+#[derive(Clone, Copy)]
+pub struct TaskRow {
+    pub created_micros: i64,
+    /// Index into the dataset's users.
+    pub user: u32,
+    pub id: Uuid,
+    bits: u64,
+}
+
+/// Users and their tasks, oldest first.
+pub struct Dataset {
+    pub users: Vec<Uuid>,
+    pub rows: Vec<TaskRow>,
+}
+
+/// What a load did and how long it took.
+pub struct Loaded {
+    pub tasks: u64,
+    pub users: u64,
+    pub changes: u64,
+    pub copy: Duration,
+    pub vacuum: Duration,
+    /// `pg_total_relation_size` of `tasks` (heap and indexes), bytes.
+    pub tasks_bytes: i64,
+}
+
+/// xorshift64*: plenty for made-up data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+}
+
+impl Dataset {
+    /// `per_user` tasks for each of `users`, created at random over the year before `now`.
+    /// `seed` makes it repeatable: the same seed and users give the same rows.
+    pub fn generate(users: Vec<Uuid>, tasks: usize, now: OffsetDateTime, seed: u64) -> Self {
+        let mut rng = Rng(seed | 1);
+        let now_micros = (now.unix_timestamp_nanos() / 1000) as i64;
+        let history = HISTORY.as_micros() as u64;
+        let count = users.len() as u64;
+        let mut rows: Vec<TaskRow> = (0..tasks)
+            .map(|i| {
+                let user = if count == 0 { 0 } else { (i as u64 % count) as u32 };
+                let created_micros = now_micros - rng.below(history) as i64 - 1;
+                let mut random = [0u8; 10];
+                random.copy_from_slice(&rng.next().to_le_bytes().repeat(2)[..10]);
+                let millis = u64::try_from(created_micros / 1000).unwrap_or(0);
+                let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+                TaskRow { created_micros, user, id, bits: rng.next() }
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| (r.created_micros, r.id));
+        Self { users, rows }
+    }
+
+    /// Both datasets' users and rows, oldest first (ties by id, as ListTasks orders them).
+    pub fn merge(a: &Self, b: &Self) -> Self {
+        let offset = a.users.len() as u32;
+        let mut users = a.users.clone();
+        users.extend(&b.users);
+        let mut rows = a.rows.clone();
+        rows.extend(b.rows.iter().map(|r| TaskRow { user: r.user + offset, ..*r }));
+        rows.sort_unstable_by_key(|r| (r.created_micros, r.id));
+        Self { users, rows }
+    }
+
+    /// Each user's task ids, oldest first.
+    pub fn ids_by_user(&self) -> Vec<Vec<Uuid>> {
+        let mut ids = vec![Vec::new(); self.users.len()];
+        for row in &self.rows {
+            ids[row.user as usize].push(row.id);
+        }
+        ids
+    }
+
+    /// COPYs the dataset into a task-service database (migrated, with no tasks yet), then
+    /// VACUUM ANALYZE: the planner's statistics and the visibility map a table that grew
+    /// over a year would have from autovacuum.
+    pub async fn load(&self, url: &str, now: OffsetDateTime) -> Result<Loaded> {
+        let started = Instant::now();
+        let mut conn = PgConnection::connect(url).await?;
+        let retained_from = (now.unix_timestamp_nanos() / 1000) as i64 - RETENTION.as_micros() as i64;
+        let mut per_user = vec![0i64; self.users.len()];
+        let mut changes = String::new();
+        let mut change_count = 0u64;
+
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY tasks (id, user_id, title, description, completed, due_time, created_at, updated_at, version) \
+                 FROM STDIN",
+            )
+            .await?;
+        let mut buf = String::with_capacity(CHUNK + 1024);
+        for row in &self.rows {
+            let user = self.users[row.user as usize];
+            per_user[row.user as usize] += 1;
+            let content = Content::of(row);
+            let created = timestamp(row.created_micros);
+            let due = content.due_micros.map_or("\\N".to_owned(), timestamp);
+            let _ = writeln!(
+                buf,
+                "{}\t{user}\t{}\t{}\t{}\t{due}\t{created}\t{created}\t1",
+                row.id,
+                content.title,
+                content.description,
+                if content.completed { 't' } else { 'f' },
+            );
+            if row.created_micros >= retained_from {
+                change_count += 1;
+                let _ = writeln!(
+                    changes,
+                    "{user}\t{}\tupserted\t{}\t{}\t{}\t{}\t{due}\t{created}\t{created}\t1\t{created}",
+                    per_user[row.user as usize],
+                    row.id,
+                    content.title,
+                    content.description,
+                    if content.completed { 't' } else { 'f' },
+                );
+            }
+            if buf.len() >= CHUNK {
+                copy.send(buf.as_bytes()).await?;
+                buf.clear();
+            }
+        }
+        copy.send(buf.as_bytes()).await?;
+        let tasks = copy.finish().await?;
+
+        let mut heads = String::new();
+        for (user, count) in self.users.iter().zip(&per_user).filter(|(_, n)| **n > 0) {
+            let _ = writeln!(heads, "{user}\t{count}\t{count}");
+        }
+        let mut copy = conn.copy_in_raw("COPY task_change_heads (user_id, position, tasks) FROM STDIN").await?;
+        copy.send(heads.as_bytes()).await?;
+        let users = copy.finish().await?;
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY task_changes (user_id, position, kind, task_id, title, description, completed, due_time, \
+                 created_at, updated_at, version, recorded_at) FROM STDIN",
+            )
+            .await?;
+        copy.send(changes.as_bytes()).await?;
+        copy.finish().await?;
+        let copied = started.elapsed();
+
+        sqlx::raw_sql("VACUUM (ANALYZE) tasks, task_change_heads, task_changes").execute(&mut conn).await?;
+        let tasks_bytes: i64 =
+            sqlx::query_scalar("SELECT pg_total_relation_size('tasks')").fetch_one(&mut conn).await?;
+        conn.close().await?;
+        Ok(Loaded {
+            tasks,
+            users,
+            changes: change_count,
+            copy: copied,
+            vacuum: started.elapsed() - copied,
+            tasks_bytes,
+        })
+    }
+}
+
+/// What a loaded task says, made up from its row's bits: titles of 20 to 40 characters,
+/// half with a description, half completed, a third with a due time.
+struct Content {
+    title: String,
+    description: &'static str,
+    completed: bool,
+    due_micros: Option<i64>,
+}
+
+impl Content {
+    fn of(row: &TaskRow) -> Self {
+        const WORDS: [&str; 8] =
+            ["groceries", "quarterly report", "dentist", "fix the bike", "call mum", "tax return", "read", "garden"];
+        let b = row.bits;
+        Self {
+            title: format!("Task {:06}: {}", b % 1_000_000, WORDS[(b >> 20) as usize % WORDS.len()]),
+            description: if (b >> 24) & 1 == 0 { "" } else { crate::fixture::DESCRIPTION },
+            completed: (b >> 25) & 1 == 1,
+            due_micros: (b >> 26)
+                .is_multiple_of(3)
+                .then(|| row.created_micros + ((b >> 30) % 30 + 1) as i64 * 86_400_000_000),
+        }
+    }
+}
+
+/// A timestamptz in PostgreSQL's own text form, UTC, to the microsecond.
+pub fn timestamp(micros: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
+    )
+}

@@ -1,0 +1,121 @@
+//! The scale mode's query plans: `EXPLAIN (ANALYZE, BUFFERS)` of task-service's own
+//! statements, as a long-lived connection of the service runs them.
+//!
+//! sqlx prepares each statement once per connection with typed parameters; PostgreSQL plans
+//! the first five executions for their values and may then switch to a generic plan. So each
+//! statement is PREPAREd with the types the service binds and executed six times before the
+//! EXPLAIN: the plan shown is the one served at steady state. Writes run in a transaction
+//! that is rolled back.
+
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use task_service::store::postgres_sql::{GET_TASK, INSERT_TASK, LIST_AFTER, LIST_FIRST_PAGE, UPDATE_TASK};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// The rows a plan is explained for: one measured user's.
+pub struct PlanInputs {
+    pub user: Uuid,
+    /// A task of the user.
+    pub task: Uuid,
+    /// The keyset cursor of page 50: the last row of page 49 (created_at as text, id).
+    pub cursor: (String, Uuid),
+}
+
+/// One statement's plan.
+pub struct Plan {
+    pub scenario: &'static str,
+    pub lines: Vec<String>,
+}
+
+fn quoted(value: impl std::fmt::Display, ty: &str) -> String {
+    format!("'{value}'::{ty}")
+}
+
+pub async fn explain(url: &str, inputs: &PlanInputs) -> Result<Vec<Plan>> {
+    let mut conn = PgConnection::connect(url).await?;
+    let user = quoted(inputs.user, "uuid");
+    let task = quoted(inputs.task, "uuid");
+    let (after, after_id) = (quoted(&inputs.cursor.0, "timestamptz"), quoted(inputs.cursor.1, "uuid"));
+    let now = "now()";
+    // (scenario, statement, parameter types, arguments for execution i, write?)
+    type Args = Box<dyn Fn(usize) -> String>;
+    let statements: Vec<(&'static str, &str, &str, Args, bool)> = vec![
+        (
+            "GetTask",
+            GET_TASK,
+            "uuid, uuid",
+            Box::new({
+                let (t, u) = (task.clone(), user.clone());
+                move |_| format!("{t}, {u}")
+            }),
+            false,
+        ),
+        (
+            "ListTasks(first 20)",
+            LIST_FIRST_PAGE,
+            "uuid, boolean, bigint",
+            Box::new({
+                let u = user.clone();
+                move |_| format!("{u}, NULL, 21")
+            }),
+            false,
+        ),
+        (
+            "ListTasks(page 50)",
+            LIST_AFTER,
+            "uuid, boolean, bigint, timestamptz, uuid",
+            Box::new({
+                let (u, a, i) = (user.clone(), after.clone(), after_id.clone());
+                move |_| format!("{u}, NULL, 21, {a}, {i}")
+            }),
+            false,
+        ),
+        (
+            "CreateTask",
+            INSERT_TASK,
+            "uuid, uuid, text, text, boolean, timestamptz, timestamptz, timestamptz, bigint, bigint",
+            Box::new({
+                let u = user.clone();
+                move |_| {
+                    format!(
+                        "{}, {u}, 'Explained task', '', false, NULL, {now}, {now}, 1, 100000",
+                        quoted(Uuid::now_v7(), "uuid")
+                    )
+                }
+            }),
+            true,
+        ),
+        (
+            "UpdateTask",
+            UPDATE_TASK,
+            "uuid, uuid, text, text, boolean, boolean, timestamptz, timestamptz, bigint",
+            Box::new({
+                let (t, u) = (task.clone(), user.clone());
+                move |i| format!("{t}, {u}, 'Explained update {i}', NULL, true, false, NULL, {now}, NULL")
+            }),
+            true,
+        ),
+    ];
+    let mut plans = Vec::new();
+    for (scenario, sql, types, args, write) in statements {
+        if write {
+            sqlx::raw_sql("BEGIN").execute(&mut conn).await?;
+        }
+        sqlx::raw_sql(AssertSqlSafe(format!("PREPARE explained ({types}) AS {sql}"))).execute(&mut conn).await?;
+        for i in 0..6 {
+            sqlx::raw_sql(AssertSqlSafe(format!("EXECUTE explained ({})", args(i)))).execute(&mut conn).await?;
+        }
+        let rows = sqlx::raw_sql(AssertSqlSafe(format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE explained ({})", args(6))))
+            .fetch_all(&mut conn)
+            .await?;
+        let lines = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>()?;
+        sqlx::raw_sql("DEALLOCATE explained").execute(&mut conn).await?;
+        if write {
+            sqlx::raw_sql("ROLLBACK").execute(&mut conn).await?;
+        }
+        plans.push(Plan { scenario, lines });
+    }
+    conn.close().await?;
+    Ok(plans)
+}
