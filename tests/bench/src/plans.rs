@@ -28,6 +28,21 @@ pub struct Plan {
     pub lines: Vec<String>,
 }
 
+impl Plan {
+    /// The plan's nodes, conditions and values, without costs, timings and buffer counts:
+    /// what differs when PostgreSQL chose another plan.
+    pub fn shape(&self) -> Vec<String> {
+        self.lines
+            .iter()
+            .filter(|l| {
+                let l = l.trim_start();
+                !(l.starts_with("Buffers:") || l.starts_with("Planning") || l.starts_with("Execution"))
+            })
+            .map(|l| l.split("  (cost=").next().unwrap_or(l).trim_end().to_owned())
+            .collect()
+    }
+}
+
 fn quoted(value: impl std::fmt::Display, ty: &str) -> String {
     format!("'{value}'::{ty}")
 }

@@ -160,7 +160,8 @@ impl Harness {
             }
         }
         let plans = plans::explain(&large_url, &plan_inputs).await?;
-        Ok(ScaleReport { header, data, comparisons, plans })
+        let small_plans = plans::explain(&self.tasks_url, &plan_inputs).await?;
+        Ok(ScaleReport { header, data, comparisons, plans, small_plans })
     }
 
     /// Walks `user`'s list on the small set to page 50 of 20: its token and first task, which

@@ -20,6 +20,8 @@ pub struct ScaleReport {
     /// A = the small data set, B = the large one.
     pub comparisons: Vec<Comparison>,
     pub plans: Vec<Plan>,
+    /// The same statements on the small data set.
+    pub small_plans: Vec<Plan>,
 }
 
 fn p50(runs: &[(Stats, CpuUsage)]) -> f64 {
@@ -72,6 +74,19 @@ impl ScaleReport {
             let _ = writeln!(out, "\n### Query plans on the large data set (steady state: the seventh execution)\n");
             for plan in &self.plans {
                 let _ = writeln!(out, "{}:\n\n```text\n{}\n```\n", plan.scenario, plan.lines.join("\n"));
+                match self.small_plans.iter().find(|p| p.scenario == plan.scenario) {
+                    Some(small) if small.shape() == plan.shape() => {
+                        let _ = writeln!(out, "(The same plan on the small data set.)\n");
+                    }
+                    Some(small) => {
+                        let _ = writeln!(
+                            out,
+                            "**Another plan on the small data set:**\n\n```text\n{}\n```\n",
+                            small.lines.join("\n")
+                        );
+                    }
+                    None => {}
+                }
             }
         }
         out
