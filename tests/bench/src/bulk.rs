@@ -231,3 +231,96 @@ pub fn timestamp(micros: i64) -> String {
         at.microsecond()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+    use task_service::store::postgres_sql::{INSERT_TASK, LIST_FIRST_PAGE};
+    use todo_shared::db::{DatabaseUrl, Pool, PoolSettings};
+
+    use super::*;
+
+    fn admin() -> String {
+        std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    }
+
+    async fn insert(conn: &mut PgConnection, user: Uuid, max_tasks: i64) -> Option<i64> {
+        let now = OffsetDateTime::now_utc();
+        sqlx::query_scalar(INSERT_TASK)
+            .bind(Uuid::now_v7())
+            .bind(user)
+            .bind("Created after the load")
+            .bind("")
+            .bind(false)
+            .bind(None::<OffsetDateTime>)
+            .bind(now)
+            .bind(now)
+            .bind(1i64)
+            .bind(max_tasks)
+            .fetch_optional(conn)
+            .await
+            .expect("insert")
+    }
+
+    /// What the scale mode relies on: rows loaded by COPY read back through task-service's own
+    /// statements in the order `ids_by_user` gives, and the quota counts them exactly.
+    #[tokio::test]
+    async fn postgres_loaded_rows_are_served_as_the_service_writes_them() {
+        let admin = admin();
+        let name = format!("todo_bench_bulk_{}", Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin).await.expect("TEST_DATABASE_URL reachable");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.expect("create");
+        let url = crate::pg::with_database(&admin, &name);
+        let pool = Pool::connect_lazy(&DatabaseUrl::parse(&url).expect("url"), &PoolSettings::default()).expect("pool");
+        pool.migrate(&task_service::store::MIGRATIONS).await.expect("migrations");
+        pool.close().await;
+
+        let now = OffsetDateTime::now_utc();
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = Dataset::generate(vec![alice], 45, now, 1);
+        let others = Dataset::generate(vec![bob], 30, now, 2);
+        let everyone = Dataset::merge(&first, &others);
+        let loaded = everyone.load(&url, now).await.expect("load");
+        assert_eq!((loaded.tasks, loaded.users), (75, 2));
+
+        let mut db = PgConnection::connect(&url).await.expect("connect");
+        let head: (i64, i64) = sqlx::query_as("SELECT position, tasks FROM task_change_heads WHERE user_id = $1")
+            .bind(alice)
+            .fetch_one(&mut db)
+            .await
+            .expect("head");
+        assert_eq!(head, (45, 45));
+        let changes: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM task_changes").fetch_one(&mut db).await.expect("count");
+        assert_eq!(u64::try_from(changes).ok(), Some(loaded.changes));
+
+        // The service's first page is the newest 20, newest first: ids_by_user reversed.
+        let rows = sqlx::query(LIST_FIRST_PAGE)
+            .bind(alice)
+            .bind(None::<bool>)
+            .bind(20i64)
+            .fetch_all(&mut db)
+            .await
+            .expect("list");
+        let page: Vec<Uuid> = rows.iter().map(|r| r.try_get(0).expect("id")).collect();
+        let expected: Vec<Uuid> = first.ids_by_user()[0].iter().rev().take(20).copied().collect();
+        assert_eq!(page, expected);
+        assert_eq!(everyone.ids_by_user()[0], first.ids_by_user()[0]);
+
+        // The quota counts the loaded tasks: full at 45, and the next create takes position 46.
+        assert_eq!(insert(&mut db, alice, 45).await, None);
+        assert_eq!(insert(&mut db, alice, 46).await, Some(46));
+        db.close().await.expect("close");
+
+        sqlx::query(AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
+            .execute(&mut conn)
+            .await
+            .expect("drop");
+    }
+
+    #[test]
+    fn timestamps_are_postgres_text() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00.000000+00");
+        assert_eq!(timestamp(1_798_761_600_123_456), "2027-01-01 00:00:00.123456+00");
+    }
+}

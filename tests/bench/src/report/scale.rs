@@ -71,7 +71,10 @@ impl ScaleReport {
             );
         }
         if !self.plans.is_empty() {
-            let _ = writeln!(out, "\n### Query plans on the large data set (steady state: the seventh execution)\n");
+            let _ = writeln!(
+                out,
+                "\n### Query plans on the large data set as loaded (steady state: the seventh execution)\n"
+            );
             for plan in &self.plans {
                 let _ = writeln!(out, "{}:\n\n```text\n{}\n```\n", plan.scenario, plan.lines.join("\n"));
                 match self.small_plans.iter().find(|p| p.scenario == plan.scenario) {
