@@ -30,24 +30,36 @@ impl Harness {
                 continue;
             }
             for &n in &self.options.in_flight.clone() {
-                let mut comparison = Comparison { kind, in_flight: n, a: Vec::new(), b: Vec::new() };
-                for round in 0..self.options.rounds {
-                    let order = if round % 2 == 0 { [false, true] } else { [true, false] };
-                    for is_b in order {
-                        let (auth_i, task_i) = if is_b { (auth_b, task_b) } else { (auth, task) };
-                        let service = if kind.on_auth_service() { auth_i } else { task_i };
-                        let group = Group { kind, in_flight: n, addr: self.procs[service].addr, echo: false };
-                        let watched = [("auth", &self.procs[auth_i]), ("task", &self.procs[task_i])];
-                        let (mut stats, cpu, _) = self.measure(&[group], &watched).await?;
-                        let stats = stats.pop().ok_or("no stats")?;
-                        if is_b { &mut comparison.b } else { &mut comparison.a }.push((stats, cpu));
-                    }
-                }
-                eprintln!("{} {}", self.elapsed(), comparison.summary());
-                results.push(comparison);
+                results.push(self.alternate(kind, n, (auth, task), (auth_b, task_b)).await?);
             }
         }
         Ok(results)
+    }
+
+    /// One measurement on A and B alternately (A B, then B A, ...), `--rounds` times; each
+    /// variant is an (auth-service, task-service) pair of started processes.
+    pub(super) async fn alternate(
+        &self,
+        kind: Kind,
+        in_flight: usize,
+        a: (usize, usize),
+        b: (usize, usize),
+    ) -> Result<Comparison> {
+        let mut comparison = Comparison { kind, in_flight, a: Vec::new(), b: Vec::new() };
+        for round in 0..self.options.rounds {
+            let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+            for is_b in order {
+                let (auth, task) = if is_b { b } else { a };
+                let service = if kind.on_auth_service() { auth } else { task };
+                let group = Group { kind, in_flight, addr: self.procs[service].addr, echo: false };
+                let watched = [("auth", &self.procs[auth]), ("task", &self.procs[task])];
+                let (mut stats, cpu, _) = self.measure(&[group], &watched).await?;
+                let stats = stats.pop().ok_or("no stats")?;
+                if is_b { &mut comparison.b } else { &mut comparison.a }.push((stats, cpu));
+            }
+        }
+        eprintln!("{} {}", self.elapsed(), comparison.summary());
+        Ok(comparison)
     }
 
     /// Every scenario of the matrix at every in-flight level, each with its same-run ceilings.

@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use crate::bulk::{Dataset, Loaded};
 use crate::fixture::{DeepPage, Fixture, User, authed, connect, sign_up_and_login};
-use crate::load::{Group, Kind};
+use crate::load::Kind;
 use crate::plans::{self, PlanInputs};
-use crate::report::{Comparison, ScaleReport};
+use crate::report::ScaleReport;
 use crate::{Result, pg, procs};
 
 use super::Harness;
@@ -147,20 +147,7 @@ impl Harness {
         let mut comparisons = Vec::new();
         for &kind in SCENARIOS {
             for &n in &self.options.in_flight.clone() {
-                let mut comparison = Comparison { kind, in_flight: n, a: Vec::new(), b: Vec::new() };
-                for round in 0..self.options.rounds {
-                    let order = if round % 2 == 0 { [false, true] } else { [true, false] };
-                    for is_large in order {
-                        let task = if is_large { large } else { small };
-                        let group = Group { kind, in_flight: n, addr: self.procs[task].addr, echo: false };
-                        let watched = [("auth", &self.procs[auth]), ("task", &self.procs[task])];
-                        let (mut stats, cpu, _) = self.measure(&[group], &watched).await?;
-                        let stats = stats.pop().ok_or("no stats")?;
-                        if is_large { &mut comparison.b } else { &mut comparison.a }.push((stats, cpu));
-                    }
-                }
-                eprintln!("{} {}", self.elapsed(), comparison.summary());
-                comparisons.push(comparison);
+                comparisons.push(self.alternate(kind, n, (auth, small), (auth, large)).await?);
             }
         }
         Ok(ScaleReport { header, data, comparisons, plans, small_plans })
