@@ -17,7 +17,7 @@ use crate::Result;
 const HISTORY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// task-service's default `TASK_CHANGE_RETENTION`: tasks created more recently than this
 /// still have their change in the log.
-const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+const RETENTION: Duration = task_service::Config::DEFAULT_CHANGE_RETENTION;
 /// Bytes of COPY data sent at a time.
 const CHUNK: usize = 1 << 20;
 
@@ -66,26 +66,34 @@ impl Rng {
 }
 
 impl Dataset {
-    /// `per_user` tasks for each of `users`, created at random over the year before `now`.
-    /// `seed` makes it repeatable: the same seed and users give the same rows.
-    pub fn generate(users: Vec<Uuid>, tasks: usize, now: OffsetDateTime, seed: u64) -> Self {
+    /// `tasks` tasks dealt out to `users` in turn (so each gets `tasks / users.len()`, give
+    /// or take one), created at random over the year before `now`. `seed` makes it
+    /// repeatable: the same seed and users give the same rows.
+    pub fn generate(users: Vec<Uuid>, tasks: usize, now: OffsetDateTime, seed: u64) -> Result<Self> {
+        if users.is_empty() && tasks > 0 {
+            return Err("a dataset with tasks needs at least one user".into());
+        }
         let mut rng = Rng(seed | 1);
-        let now_micros = (now.unix_timestamp_nanos() / 1000) as i64;
+        let now_micros = micros(now);
         let history = HISTORY.as_micros() as u64;
+        if now_micros < history as i64 {
+            return Err("the clock says it is less than a year after 1970".into());
+        }
         let count = users.len() as u64;
         let mut rows: Vec<TaskRow> = (0..tasks)
             .map(|i| {
-                let user = if count == 0 { 0 } else { (i as u64 % count) as u32 };
+                let user = (i as u64 % count) as u32;
                 let created_micros = now_micros - rng.below(history) as i64 - 1;
                 let mut random = [0u8; 10];
                 random.copy_from_slice(&rng.next().to_le_bytes().repeat(2)[..10]);
-                let millis = u64::try_from(created_micros / 1000).unwrap_or(0);
+                // Positive: checked against the history above.
+                let millis = created_micros.unsigned_abs() / 1000;
                 let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
                 TaskRow { created_micros, user, id, bits: rng.next() }
             })
             .collect();
         rows.sort_unstable_by_key(|r| (r.created_micros, r.id));
-        Self { users, rows }
+        Ok(Self { users, rows })
     }
 
     /// Both datasets' users and rows, oldest first (ties by id, as ListTasks orders them).
@@ -114,7 +122,7 @@ impl Dataset {
     pub async fn load(&self, url: &str, now: OffsetDateTime) -> Result<Loaded> {
         let started = Instant::now();
         let mut conn = PgConnection::connect(url).await?;
-        let retained_from = (now.unix_timestamp_nanos() / 1000) as i64 - RETENTION.as_micros() as i64;
+        let retained_from = micros(now) - RETENTION.as_micros() as i64;
         let mut per_user = vec![0i64; self.users.len()];
         let mut changes = String::new();
         let mut change_count = 0u64;
@@ -130,8 +138,11 @@ impl Dataset {
             let user = self.users[row.user as usize];
             per_user[row.user as usize] += 1;
             let content = Content::of(row);
-            let created = timestamp(row.created_micros);
-            let due = content.due_micros.map_or("\\N".to_owned(), timestamp);
+            let created = timestamp(row.created_micros)?;
+            let due = match content.due_micros {
+                Some(at) => timestamp(at)?,
+                None => "\\N".to_owned(),
+            };
             let _ = writeln!(
                 buf,
                 "{}\t{user}\t{}\t{}\t{}\t{due}\t{created}\t{created}\t1",
@@ -192,11 +203,11 @@ impl Dataset {
     }
 }
 
-/// What a loaded task says, made up from its row's bits: titles of 20 to 40 characters,
-/// half with a description, half completed, a third with a due time.
+/// What a loaded task says, made up from its row's bits: titles of 17 to 29 characters,
+/// half with a description, half completed, a third with a due time. The text is COPY-escaped.
 struct Content {
     title: String,
-    description: &'static str,
+    description: String,
     completed: bool,
     due_micros: Option<i64>,
 }
@@ -207,8 +218,8 @@ impl Content {
             ["groceries", "quarterly report", "dentist", "fix the bike", "call mum", "tax return", "read", "garden"];
         let b = row.bits;
         Self {
-            title: format!("Task {:06}: {}", b % 1_000_000, WORDS[(b >> 20) as usize % WORDS.len()]),
-            description: if (b >> 24) & 1 == 0 { "" } else { crate::fixture::DESCRIPTION },
+            title: copy_text(&format!("Task {:06}: {}", b % 1_000_000, WORDS[(b >> 20) as usize % WORDS.len()])),
+            description: copy_text(if (b >> 24) & 1 == 0 { "" } else { crate::fixture::DESCRIPTION }),
             completed: (b >> 25) & 1 == 1,
             due_micros: (b >> 26)
                 .is_multiple_of(3)
@@ -217,10 +228,31 @@ impl Content {
     }
 }
 
+fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// `text` as a field of COPY's text format: backslash, tab, newline and carriage return
+/// escaped (the only characters it treats specially).
+fn copy_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A timestamptz in PostgreSQL's own text form, UTC, to the microsecond.
-pub fn timestamp(micros: i64) -> String {
-    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    format!(
+pub fn timestamp(micros: i64) -> Result<String> {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .map_err(|e| format!("no timestamp {micros} µs after 1970: {e}"))?;
+    Ok(format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
         at.year(),
         u8::from(at.month()),
@@ -229,24 +261,32 @@ pub fn timestamp(micros: i64) -> String {
         at.minute(),
         at.second(),
         at.microsecond()
-    )
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
-    use task_service::store::postgres_sql::{INSERT_TASK, LIST_FIRST_PAGE};
+    use task_service::store::postgres_sql::{INSERT_TASK, LIST_AFTER, LIST_FIRST_PAGE};
     use todo_shared::db::{DatabaseUrl, Pool, PoolSettings};
 
     use super::*;
 
+    /// As the workspace's other PostgreSQL tests: no server named, a clear failure (or
+    /// `cargo test -- --skip postgres`), never a pass that did not run.
     fn admin() -> String {
-        std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if !url.trim().is_empty() => url,
+            _ => panic!(
+                "TEST_DATABASE_URL is not set: point it at a PostgreSQL server the tests may create databases on, \
+                 or skip the PostgreSQL tests with `cargo test --workspace -- --skip postgres`"
+            ),
+        }
     }
 
-    async fn insert(conn: &mut PgConnection, user: Uuid, max_tasks: i64) -> Option<i64> {
+    async fn insert(conn: &mut PgConnection, user: Uuid, max_tasks: i64) -> Result<Option<i64>> {
         let now = OffsetDateTime::now_utc();
-        sqlx::query_scalar(INSERT_TASK)
+        Ok(sqlx::query_scalar(INSERT_TASK)
             .bind(Uuid::now_v7())
             .bind(user)
             .bind("Created after the load")
@@ -258,12 +298,74 @@ mod tests {
             .bind(1i64)
             .bind(max_tasks)
             .fetch_optional(conn)
-            .await
-            .expect("insert")
+            .await?)
     }
 
-    /// What the scale mode relies on: rows loaded by COPY read back through task-service's own
-    /// statements in the order `ids_by_user` gives, and the quota counts them exactly.
+    /// `assert_eq!` as an error, so the test still drops its database after a mismatch.
+    fn same<T: PartialEq + std::fmt::Debug>(got: T, want: T) -> Result<()> {
+        if got == want { Ok(()) } else { Err(format!("got {got:?}, expected {want:?}").into()) }
+    }
+
+    fn ids(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Uuid>> {
+        Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
+    }
+
+    /// The checks of the test below, on a migrated database at `url`.
+    async fn loaded_rows_are_served(url: &str) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = Dataset::generate(vec![alice], 45, now, 1)?;
+        let others = Dataset::generate(vec![bob], 30, now, 2)?;
+        let everyone = Dataset::merge(&first, &others);
+        let loaded = everyone.load(url, now).await?;
+        same((loaded.tasks, loaded.users), (75, 2))?;
+        same(&everyone.ids_by_user()[0], &first.ids_by_user()[0])?;
+        let mut db = PgConnection::connect(url).await?;
+
+        let head: (i64, i64) = sqlx::query_as("SELECT position, tasks FROM task_change_heads WHERE user_id = $1")
+            .bind(alice)
+            .fetch_one(&mut db)
+            .await?;
+        same(head, (45, 45))?;
+        // Each retained change sits at its task's place in the user's history (1 = oldest).
+        let changes: Vec<(Uuid, i64)> =
+            sqlx::query_as("SELECT task_id, position FROM task_changes WHERE user_id = $1 ORDER BY position")
+                .bind(alice)
+                .fetch_all(&mut db)
+                .await?;
+        let history = &first.ids_by_user()[0];
+        for (task, position) in &changes {
+            same(history.iter().position(|id| id == task).map(|i| i as i64 + 1), Some(*position))?;
+        }
+        let all: i64 = sqlx::query_scalar("SELECT count(*) FROM task_changes").fetch_one(&mut db).await?;
+        same(u64::try_from(all).ok(), Some(loaded.changes))?;
+
+        // The service's pages are ids_by_user newest first: the first 20, then the next 20
+        // after the first page's last row (the keyset cursor a page token carries).
+        let newest_first: Vec<Uuid> = history.iter().rev().copied().collect();
+        let rows = sqlx::query(LIST_FIRST_PAGE).bind(alice).bind(None::<bool>).bind(20i64).fetch_all(&mut db).await?;
+        same(ids(&rows)?, newest_first[..20].to_vec())?;
+        let last: OffsetDateTime = rows[19].try_get(6)?;
+        let rows = sqlx::query(LIST_AFTER)
+            .bind(alice)
+            .bind(None::<bool>)
+            .bind(20i64)
+            .bind(last)
+            .bind(newest_first[19])
+            .fetch_all(&mut db)
+            .await?;
+        same(ids(&rows)?, newest_first[20..40].to_vec())?;
+
+        // The quota counts the loaded tasks: full at 45, and the next create takes position 46.
+        same(insert(&mut db, alice, 45).await?, None)?;
+        same(insert(&mut db, alice, 46).await?, Some(46))?;
+        db.close().await?;
+        Ok(())
+    }
+
+    /// What the scale mode relies on: rows loaded by COPY are read back through task-service's
+    /// own statements in the order `ids_by_user` gives, with each change at its task's place,
+    /// and the quota counts them exactly.
     #[tokio::test]
     async fn postgres_loaded_rows_are_served_as_the_service_writes_them() {
         let admin = admin();
@@ -271,56 +373,29 @@ mod tests {
         let mut conn = PgConnection::connect(&admin).await.expect("TEST_DATABASE_URL reachable");
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.expect("create");
         let url = crate::pg::with_database(&admin, &name);
-        let pool = Pool::connect_lazy(&DatabaseUrl::parse(&url).expect("url"), &PoolSettings::default()).expect("pool");
-        pool.migrate(&task_service::store::MIGRATIONS).await.expect("migrations");
-        pool.close().await;
-
-        let now = OffsetDateTime::now_utc();
-        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-        let first = Dataset::generate(vec![alice], 45, now, 1);
-        let others = Dataset::generate(vec![bob], 30, now, 2);
-        let everyone = Dataset::merge(&first, &others);
-        let loaded = everyone.load(&url, now).await.expect("load");
-        assert_eq!((loaded.tasks, loaded.users), (75, 2));
-
-        let mut db = PgConnection::connect(&url).await.expect("connect");
-        let head: (i64, i64) = sqlx::query_as("SELECT position, tasks FROM task_change_heads WHERE user_id = $1")
-            .bind(alice)
-            .fetch_one(&mut db)
-            .await
-            .expect("head");
-        assert_eq!(head, (45, 45));
-        let changes: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM task_changes").fetch_one(&mut db).await.expect("count");
-        assert_eq!(u64::try_from(changes).ok(), Some(loaded.changes));
-
-        // The service's first page is the newest 20, newest first: ids_by_user reversed.
-        let rows = sqlx::query(LIST_FIRST_PAGE)
-            .bind(alice)
-            .bind(None::<bool>)
-            .bind(20i64)
-            .fetch_all(&mut db)
-            .await
-            .expect("list");
-        let page: Vec<Uuid> = rows.iter().map(|r| r.try_get(0).expect("id")).collect();
-        let expected: Vec<Uuid> = first.ids_by_user()[0].iter().rev().take(20).copied().collect();
-        assert_eq!(page, expected);
-        assert_eq!(everyone.ids_by_user()[0], first.ids_by_user()[0]);
-
-        // The quota counts the loaded tasks: full at 45, and the next create takes position 46.
-        assert_eq!(insert(&mut db, alice, 45).await, None);
-        assert_eq!(insert(&mut db, alice, 46).await, Some(46));
-        db.close().await.expect("close");
-
+        let outcome = async {
+            let pool = Pool::connect_lazy(&DatabaseUrl::parse(&url)?, &PoolSettings::default())?;
+            pool.migrate(&task_service::store::MIGRATIONS).await?;
+            pool.close().await;
+            loaded_rows_are_served(&url).await
+        }
+        .await;
+        // Dropped whatever the outcome: the checks return their mismatches as errors.
         sqlx::query(AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
             .execute(&mut conn)
             .await
             .expect("drop");
+        outcome.expect("load and read back");
     }
 
     #[test]
     fn timestamps_are_postgres_text() {
-        assert_eq!(timestamp(0), "1970-01-01 00:00:00.000000+00");
-        assert_eq!(timestamp(1_798_761_600_123_456), "2027-01-01 00:00:00.123456+00");
+        assert_eq!(timestamp(0).ok().as_deref(), Some("1970-01-01 00:00:00.000000+00"));
+        assert_eq!(timestamp(1_798_761_600_123_456).ok().as_deref(), Some("2027-01-01 00:00:00.123456+00"));
+    }
+
+    #[test]
+    fn copy_text_escapes_what_copy_reads_specially() {
+        assert_eq!(copy_text("a\tb\nc\rd\\e f"), "a\\tb\\nc\\rd\\\\e f");
     }
 }

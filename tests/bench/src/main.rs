@@ -52,7 +52,8 @@ first: cargo build --release -p auth-service -p task-service).
                        page 50, CreateTask and UpdateTask on a small and a large task database
                        (loaded with COPY), alternately; then the large one's query plans.
                        In flight: 16 unless --in-flight says otherwise
-  --scale-tasks N      tasks in the large database, over N/100 users (default 1000000)
+  --scale-tasks N      tasks in the large database, over N/100 users (default 1000000, at
+                       most 10000000: the harness holds them in memory while it loads them)
   --warmup SECS        warm-up per measurement (default 3, quick 0.5)
   --window SECS        measured window per measurement (default 10, quick 1)
 
@@ -88,7 +89,7 @@ impl Options {
         let mut only = None;
         let mut in_flight = None;
         let mut scale = false;
-        let mut scale_tasks = 1_000_000;
+        let mut scale_tasks = None;
         let mut warmup = None;
         let mut window = None;
         let mut iter = args.iter();
@@ -127,8 +128,9 @@ impl Options {
                     scale_tasks = value("--scale-tasks")?
                         .parse()
                         .ok()
-                        .filter(|n| (20_000..=100_000_000).contains(n))
-                        .ok_or("--scale-tasks: expected a whole number from 20000 to 100000000")?;
+                        .filter(|n| (20_000..=10_000_000).contains(n))
+                        .map(Some)
+                        .ok_or("--scale-tasks: expected a whole number from 20000 to 10000000")?;
                 }
                 "--in-flight" => {
                     in_flight = value("--in-flight")?
@@ -172,7 +174,7 @@ impl Options {
             compare,
             compare_env,
             rounds,
-            scale: scale.then_some(scale_tasks),
+            scale: scale.then_some(scale_tasks.unwrap_or(1_000_000)),
         })
     }
 

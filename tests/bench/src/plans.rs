@@ -35,8 +35,20 @@ impl Plan {
         self.lines
             .iter()
             .filter(|l| {
+                // Counters of this execution, not choices of the planner.
+                const COUNTERS: [&str; 9] = [
+                    "Buffers:",
+                    "Planning",
+                    "Execution",
+                    "Heap Fetches:",
+                    "Heap Blocks:",
+                    "Rows Removed by",
+                    "Sort Method:",
+                    "Tuples Inserted:",
+                    "Conflicting Tuples:",
+                ];
                 let l = l.trim_start();
-                !(l.starts_with("Buffers:") || l.starts_with("Planning") || l.starts_with("Execution"))
+                !COUNTERS.iter().any(|c| l.starts_with(c))
             })
             .map(|l| l.split("  (cost=").next().unwrap_or(l).trim_end().to_owned())
             .collect()

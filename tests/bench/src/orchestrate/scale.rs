@@ -3,10 +3,10 @@
 //!
 //! Two task databases, each with its own task-service process behind the same auth-service:
 //! the small one holds only the measured users' tasks; the large one holds exactly the same
-//! rows plus everybody else's, up to a million tasks over ten thousand users, loaded with
-//! COPY. The measured users are the only variable's constants: sixteen users (one per worker
-//! at 16 in flight) with a thousand tasks each, so ListTasks page 50 of 20 exists, signed up
-//! and logged in for real. Every scenario then runs on the small and the large set
+//! rows plus everybody else's (by default a million tasks over ten thousand users in all,
+//! `--scale-tasks`), loaded with COPY. Only everybody else's data differs: the measured users
+//! are the same sixteen (one per worker at 16 in flight) with the same thousand tasks each,
+//! so ListTasks page 50 of 20 exists, signed up and logged in for real. Every scenario then runs on the small and the large set
 //! alternately (small large, then large small, ...), as the A/B mode does, so drift on a
 //! shared machine falls on both alike.
 
@@ -29,12 +29,13 @@ use super::header::machine_header;
 
 /// Users whose calls are measured: one per worker at 16 in flight.
 const MEASURED_USERS: usize = 16;
-/// Tasks of each measured user: page 50 of 20 needs more than 980.
+/// Tasks of each measured user: page 50 of 20 must be a full page (the worker checks it).
 const MEASURED_TASKS: usize = 1_000;
 /// Tasks per user on average in the large set (a million over ten thousand users).
 const TASKS_PER_OTHER_USER: usize = 100;
 const PAGE: usize = 20;
 const DEEP_PAGE: usize = 50;
+const _: () = assert!(MEASURED_TASKS >= DEEP_PAGE * PAGE);
 
 /// The scenarios, in running order. CreateTask runs last: it adds rows to both sets alike
 /// (tens of thousands to the measured users), which every scenario after it would see.
@@ -94,11 +95,11 @@ impl Harness {
         let ids: Vec<Uuid> = users.iter().map(|u| u.id.parse()).collect::<Result<_, _>>()?;
 
         let now = OffsetDateTime::now_utc();
-        let measured = Dataset::generate(ids, MEASURED_USERS * MEASURED_TASKS, now, 0x5EED_0001);
+        let measured = Dataset::generate(ids, MEASURED_USERS * MEASURED_TASKS, now, 0x5EED_0001)?;
         let others_tasks = total_tasks.saturating_sub(MEASURED_USERS * MEASURED_TASKS);
         let other_users = (total_tasks / TASKS_PER_OTHER_USER).saturating_sub(MEASURED_USERS).max(1);
         let others =
-            Dataset::generate((0..other_users).map(|_| Uuid::new_v4()).collect(), others_tasks, now, 0x5EED_0002);
+            Dataset::generate((0..other_users).map(|_| Uuid::new_v4()).collect(), others_tasks, now, 0x5EED_0002)?;
         let everyone = Dataset::merge(&measured, &others);
         eprintln!("{} loading the small data set", self.elapsed());
         let small_loaded = measured.load(&self.tasks_url, now).await?;
@@ -127,7 +128,7 @@ impl Harness {
         let cursor_row = {
             let newest_first: Vec<_> = measured.rows.iter().rev().filter(|r| r.user == 0).collect();
             let row = newest_first.get((DEEP_PAGE - 1) * PAGE - 1).ok_or("the measured user has too few tasks")?;
-            (crate::bulk::timestamp(row.created_micros), row.id)
+            (crate::bulk::timestamp(row.created_micros)?, row.id)
         };
         let plan_inputs = PlanInputs {
             user: measured.users[0],
