@@ -50,7 +50,7 @@ first: cargo build --release -p auth-service -p task-service).
   --rounds N           A/B (or small/large) rounds per measurement (default 2)
   --scale              the scale mode instead of the matrix: GetTask, ListTasks first page and
                        page 50, CreateTask and UpdateTask on a small and a large task database
-                       (loaded with COPY), alternately; then the large one's query plans.
+                       (loaded with COPY), alternately, with both databases' query plans.
                        In flight: 16 unless --in-flight says otherwise
   --scale-tasks N      tasks in the large database, over N/100 users (default 1000000, at
                        most 10000000: the harness holds them in memory while it loads them)
@@ -145,11 +145,13 @@ impl Options {
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
-        if scale && (compare.is_some() || only.is_some()) {
-            return Err(
-                "--scale runs its own scenarios on its own data: it cannot be combined with --compare or --only"
-                    .to_owned(),
-            );
+        if scale && (compare.is_some() || !compare_env.is_empty() || only.is_some()) {
+            return Err("--scale runs its own scenarios on its own data: it cannot be combined with \
+                        --compare, --compare-env or --only"
+                .to_owned());
+        }
+        if scale_tasks.is_some() && !scale {
+            return Err("--scale-tasks sizes the scale mode: add --scale".to_owned());
         }
         let in_flight = in_flight.unwrap_or_else(|| if scale { vec![16] } else { vec![1, 16, 64] });
         let (default_warmup, default_window) = if quick {

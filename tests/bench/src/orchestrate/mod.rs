@@ -137,9 +137,18 @@ pub async fn run(options: Options) -> Result<()> {
         fixture: None,
         options,
     };
+    // SIGTERM too (what `timeout` and `kill` send): stopped either way, a run still stops its
+    // services and drops its databases.
+    let terminated = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => signal.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         outcome = harness.run_selected() => outcome,
         _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        _ = terminated => Err("terminated".into()),
     };
     harness.teardown().await;
     let report = outcome?;
