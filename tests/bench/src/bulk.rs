@@ -96,13 +96,17 @@ impl Dataset {
         Ok(Self { users, rows })
     }
 
-    /// Both datasets' users and rows, oldest first (ties by id, as ListTasks orders them).
-    pub fn merge(a: &Self, b: &Self) -> Self {
+    /// Both datasets' users (`a`'s first) and rows, oldest first (ties by id, as ListTasks
+    /// orders them). `b`, the large one, is taken rather than copied.
+    pub fn merge(a: &Self, b: Self) -> Self {
         let offset = a.users.len() as u32;
         let mut users = a.users.clone();
-        users.extend(&b.users);
-        let mut rows = a.rows.clone();
-        rows.extend(b.rows.iter().map(|r| TaskRow { user: r.user + offset, ..*r }));
+        users.extend(b.users);
+        let mut rows = b.rows;
+        for row in &mut rows {
+            row.user += offset;
+        }
+        rows.extend_from_slice(&a.rows);
         rows.sort_unstable_by_key(|r| (r.created_micros, r.id));
         Self { users, rows }
     }
@@ -316,7 +320,7 @@ mod tests {
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
         let first = Dataset::generate(vec![alice], 45, now, 1)?;
         let others = Dataset::generate(vec![bob], 30, now, 2)?;
-        let everyone = Dataset::merge(&first, &others);
+        let everyone = Dataset::merge(&first, others);
         let loaded = everyone.load(url, now).await?;
         same((loaded.tasks, loaded.users), (75, 2))?;
         same(&everyone.ids_by_user()[0], &first.ids_by_user()[0])?;

@@ -41,6 +41,9 @@ pub struct User {
     pub deep_page: Option<DeepPage>,
 }
 
+/// The scale mode's ListTasks page size.
+pub const SCALE_PAGE_SIZE: usize = 20;
+
 /// A page far into a user's list: the token that asks for it and the id it starts with.
 pub struct DeepPage {
     pub token: String,

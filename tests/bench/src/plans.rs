@@ -12,6 +12,8 @@ use task_service::store::postgres_sql::{GET_TASK, INSERT_TASK, LIST_AFTER, LIST_
 use uuid::Uuid;
 
 use crate::Result;
+use crate::fixture::SCALE_PAGE_SIZE;
+use crate::load::Kind;
 
 /// The rows a plan is explained for: one measured user's.
 pub struct PlanInputs {
@@ -64,76 +66,44 @@ pub async fn explain(url: &str, inputs: &PlanInputs) -> Result<Vec<Plan>> {
     let user = quoted(inputs.user, "uuid");
     let task = quoted(inputs.task, "uuid");
     let (after, after_id) = (quoted(&inputs.cursor.0, "timestamptz"), quoted(inputs.cursor.1, "uuid"));
-    let now = "now()";
-    // (scenario, statement, parameter types, arguments for execution i, write?)
-    type Args = Box<dyn Fn(usize) -> String>;
-    let statements: Vec<(&'static str, &str, &str, Args, bool)> = vec![
+    let limit = SCALE_PAGE_SIZE + 1; // the service asks one more, to know whether a page follows
+    // (scenario, statement, the parameter types the service binds, arguments, write?). EXECUTE
+    // evaluates its arguments, so each insert gets an id of its own.
+    let statements = [
+        (Kind::GetTask, GET_TASK, "uuid, uuid", format!("{task}, {user}"), false),
+        (Kind::ListFirstPage, LIST_FIRST_PAGE, "uuid, boolean, bigint", format!("{user}, NULL, {limit}"), false),
         (
-            "GetTask",
-            GET_TASK,
-            "uuid, uuid",
-            Box::new({
-                let (t, u) = (task.clone(), user.clone());
-                move |_| format!("{t}, {u}")
-            }),
-            false,
-        ),
-        (
-            "ListTasks(first 20)",
-            LIST_FIRST_PAGE,
-            "uuid, boolean, bigint",
-            Box::new({
-                let u = user.clone();
-                move |_| format!("{u}, NULL, 21")
-            }),
-            false,
-        ),
-        (
-            "ListTasks(page 50)",
+            Kind::ListPage50,
             LIST_AFTER,
             "uuid, boolean, bigint, timestamptz, uuid",
-            Box::new({
-                let (u, a, i) = (user.clone(), after.clone(), after_id.clone());
-                move |_| format!("{u}, NULL, 21, {a}, {i}")
-            }),
+            format!("{user}, NULL, {limit}, {after}, {after_id}"),
             false,
         ),
         (
-            "CreateTask",
+            Kind::CreateTask,
             INSERT_TASK,
             "uuid, uuid, text, text, boolean, timestamptz, timestamptz, timestamptz, bigint, bigint",
-            Box::new({
-                let u = user.clone();
-                move |_| {
-                    format!(
-                        "{}, {u}, 'Explained task', '', false, NULL, {now}, {now}, 1, 100000",
-                        quoted(Uuid::now_v7(), "uuid")
-                    )
-                }
-            }),
+            format!("gen_random_uuid(), {user}, 'Explained task', '', false, NULL, now(), now(), 1, 100000"),
             true,
         ),
         (
-            "UpdateTask",
+            Kind::UpdateTask,
             UPDATE_TASK,
             "uuid, uuid, text, text, boolean, boolean, timestamptz, timestamptz, bigint",
-            Box::new({
-                let (t, u) = (task.clone(), user.clone());
-                move |i| format!("{t}, {u}, 'Explained update {i}', NULL, true, false, NULL, {now}, NULL")
-            }),
+            format!("{task}, {user}, 'Explained update', NULL, true, false, NULL, now(), NULL"),
             true,
         ),
     ];
     let mut plans = Vec::new();
-    for (scenario, sql, types, args, write) in statements {
+    for (kind, sql, types, args, write) in statements {
         if write {
             sqlx::raw_sql("BEGIN").execute(&mut conn).await?;
         }
         sqlx::raw_sql(AssertSqlSafe(format!("PREPARE explained ({types}) AS {sql}"))).execute(&mut conn).await?;
-        for i in 0..6 {
-            sqlx::raw_sql(AssertSqlSafe(format!("EXECUTE explained ({})", args(i)))).execute(&mut conn).await?;
+        for _ in 0..6 {
+            sqlx::raw_sql(AssertSqlSafe(format!("EXECUTE explained ({args})"))).execute(&mut conn).await?;
         }
-        let rows = sqlx::raw_sql(AssertSqlSafe(format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE explained ({})", args(6))))
+        let rows = sqlx::raw_sql(AssertSqlSafe(format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE explained ({args})")))
             .fetch_all(&mut conn)
             .await?;
         let lines = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>()?;
@@ -141,7 +111,7 @@ pub async fn explain(url: &str, inputs: &PlanInputs) -> Result<Vec<Plan>> {
         if write {
             sqlx::raw_sql("ROLLBACK").execute(&mut conn).await?;
         }
-        plans.push(Plan { scenario, lines });
+        plans.push(Plan { scenario: kind.name(), lines });
     }
     conn.close().await?;
     Ok(plans)

@@ -13,7 +13,7 @@ use todo_contract::task::v1::task_service_client::TaskServiceClient;
 use tonic::transport::Channel;
 
 use crate::Result;
-use crate::fixture::{Fixture, LIST_TASKS, authed, new_task};
+use crate::fixture::{Fixture, LIST_TASKS, SCALE_PAGE_SIZE, authed, new_task};
 
 use super::{CALL_TIMEOUT, Group, Kind, MEASURE, STOP};
 
@@ -165,13 +165,13 @@ impl Worker {
                     None
                 };
                 let request = task_pb::ListTasksRequest {
-                    page_size: 20,
+                    page_size: SCALE_PAGE_SIZE as i32,
                     page_token: deep.map(|d| d.token.clone()).unwrap_or_default(),
                     ..Default::default()
                 };
                 let answer = self.tasks.list_tasks(authed(request, &user.bearer)).await?.into_inner();
-                if answer.tasks.len() != 20 {
-                    return Err(wrong("ListTasks did not return a full page of 20"));
+                if answer.tasks.len() != SCALE_PAGE_SIZE {
+                    return Err(wrong("ListTasks did not return a full page"));
                 }
                 if deep.is_some_and(|d| answer.tasks[0].id != d.first_id) {
                     return Err(wrong("ListTasks page 50 did not start where the token says"));

@@ -5,10 +5,10 @@
 //! the small one holds only the measured users' tasks; the large one holds exactly the same
 //! rows plus everybody else's (by default a million tasks over ten thousand users in all,
 //! `--scale-tasks`), loaded with COPY. Only everybody else's data differs: the measured users
-//! are the same sixteen (one per worker at 16 in flight) with the same thousand tasks each,
-//! so ListTasks page 50 of 20 exists, signed up and logged in for real. Every scenario then runs on the small and the large set
-//! alternately (small large, then large small, ...), as the A/B mode does, so drift on a
-//! shared machine falls on both alike.
+//! are the same sixteen (one per worker at 16 in flight), signed up and logged in for real,
+//! with the same thousand tasks each, so ListTasks page 50 of 20 exists. Every scenario then
+//! runs on the small and the large set alternately (small large, then large small, ...), as
+//! the A/B mode does, so drift on a shared machine falls on both alike.
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use todo_contract::task::v1::task_service_client::TaskServiceClient;
 use uuid::Uuid;
 
 use crate::bulk::{Dataset, Loaded};
-use crate::fixture::{DeepPage, Fixture, User, authed, connect, sign_up_and_login};
+use crate::fixture::{DeepPage, Fixture, SCALE_PAGE_SIZE as PAGE, User, authed, connect, sign_up_and_login};
 use crate::load::Kind;
 use crate::plans::{self, PlanInputs};
 use crate::report::ScaleReport;
@@ -33,7 +33,6 @@ const MEASURED_USERS: usize = 16;
 const MEASURED_TASKS: usize = 1_000;
 /// Tasks per user on average in the large set (a million over ten thousand users).
 const TASKS_PER_OTHER_USER: usize = 100;
-const PAGE: usize = 20;
 const DEEP_PAGE: usize = 50;
 const _: () = assert!(MEASURED_TASKS >= DEEP_PAGE * PAGE);
 
@@ -91,6 +90,7 @@ impl Harness {
         for i in 0..MEASURED_USERS {
             users.push(sign_up_and_login(auth_channel.clone(), i, &prefix).await?);
         }
+        // The fixture's ListTasks(100) user, which the scale mode does not use.
         let list_user = sign_up_and_login(auth_channel, MEASURED_USERS, &prefix).await?;
         let ids: Vec<Uuid> = users.iter().map(|u| u.id.parse()).collect::<Result<_, _>>()?;
 
@@ -100,13 +100,12 @@ impl Harness {
         let other_users = (total_tasks / TASKS_PER_OTHER_USER).saturating_sub(MEASURED_USERS).max(1);
         let others =
             Dataset::generate((0..other_users).map(|_| Uuid::new_v4()).collect(), others_tasks, now, 0x5EED_0002)?;
-        let everyone = Dataset::merge(&measured, &others);
+        let everyone = Dataset::merge(&measured, others);
         eprintln!("{} loading the small data set", self.elapsed());
         let small_loaded = measured.load(&self.tasks_url, now).await?;
         eprintln!("{} loading the large data set ({} tasks)", self.elapsed(), everyone.rows.len());
         let large_loaded = everyone.load(&large_url, now).await?;
         drop(everyone);
-        drop(others);
         let data = vec![
             describe("Small", &small_loaded),
             describe("Large", &large_loaded),
@@ -119,7 +118,8 @@ impl Harness {
             eprintln!("{} {line}", self.elapsed());
         }
 
-        for (user, ids) in users.iter_mut().zip(measured.ids_by_user()) {
+        let ids_by_user = measured.ids_by_user();
+        for (user, ids) in users.iter_mut().zip(&ids_by_user) {
             user.tasks = ids.iter().map(Uuid::to_string).collect();
         }
         for user in &mut users {
@@ -132,7 +132,7 @@ impl Harness {
         };
         let plan_inputs = PlanInputs {
             user: measured.users[0],
-            task: *measured.ids_by_user()[0].get(MEASURED_TASKS / 2).ok_or("no task to explain")?,
+            task: *ids_by_user[0].get(MEASURED_TASKS / 2).ok_or("no task to explain")?,
             cursor: cursor_row,
         };
         self.fixture = Some(std::sync::Arc::new(Fixture {
